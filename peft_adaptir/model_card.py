@@ -40,22 +40,20 @@ def _metrics_table(metrics: Mapping[str, float | str]) -> str:
 
 def _usage(repo_id: str, base_model: str | None, base_model_class: str | None, subfolder: str | None) -> str:
     module, _, cls = (base_model_class or "").rpartition(".")
+    lines = ["```python", "import peft_adaptir  # registers AdaptIR with peft: without it, KeyError: 'ADAPTIR'"]
     if module.split(".")[0] == "transformers" and base_model:
-        load_base = f"from transformers import {cls}\n\nbase = {cls}.from_pretrained({json.dumps(base_model)})"
+        lines += ["from peft import PeftModel", f"from transformers import {cls}", ""]
+        lines += [f"base = {cls}.from_pretrained({json.dumps(base_model)})"]
     else:
-        load_base = f"base = ...  # the base model {base_model or ''} as a torch module (e.g. loaded with spandrel)"
-    extra = f", subfolder={json.dumps(subfolder)}" if subfolder else ""
-    return "\n".join(
-        [
-            "```python",
-            "import peft_adaptir  # registers AdaptIR with peft; without it loading fails with KeyError: 'ADAPTIR'",
+        lines += [
             "from peft import PeftModel",
-            load_base,
-            f"model = PeftModel.from_pretrained(base, {json.dumps(repo_id)}{extra}).eval()",
-            "restored = model(pixel_values).reconstruction  # (B, 3, H, W) float in [0, 1]",
-            "```",
+            "",
+            "base = ...  # the base model as a torch module (e.g. via spandrel)",
         ]
-    )
+    extra = f", subfolder={json.dumps(subfolder)}" if subfolder else ""
+    lines += [f"model = PeftModel.from_pretrained(base, {json.dumps(repo_id)}{extra}).eval()"]
+    lines += ["restored = model(pixel_values)  # pixel_values: (B, 3, H, W) float in [0, 1]", "```"]
+    return "\n".join(lines)
 
 
 def build_model_card(
