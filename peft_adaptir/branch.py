@@ -1,0 +1,199 @@
+"""The AdaptIR branch as a plain ``nn.Module`` (no peft inside).
+
+Reads a feature map (B, C, H, W) and returns the adapter's contribution (B, C, H, W). Inside, the work happens at the
+adapter width h: (B, h, H, W). The specification is ``shared/design/adaptir-method.md``; AdaptIR is
+arXiv 2312.08881 (Guo et al.). Two fusions exist: ``"sum"`` (paper v1) and ``"gated"`` (the authors' released code).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BRANCH_NAMES: tuple[str, ...] = ("local", "frequency", "channel")
+FUSIONS: tuple[str, ...] = ("sum", "gated")
+
+
+def resolve_width(in_channels: int, width: int | None, reduction: int, min_width: int) -> int:
+    """Adapter width h: ``width`` if given, else ``in_channels // reduction`` but at least ``min_width``."""
+    if width is not None:
+        return width
+    return max(min_width, in_channels // reduction)
+
+
+def resolve_rank(width: int, rank: int | None) -> int:
+    """Rank of the local branch's kernel bank: ``rank`` if given, else ``width // 2`` (at least 1)."""
+    return rank if rank is not None else max(1, width // 2)
+
+
+class LocalInteraction(nn.Module):
+    """LIM: depthwise k x k convolution whose (h, k*k) kernel bank is the low-rank product A (h, r) @ B (r, k*k).
+
+    (B, h, H, W) -> (B, h, H, W), zero padding, with bias, no activation.
+    """
+
+    def __init__(self, width: int, rank: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.conv_weight_A = nn.Parameter(torch.empty(width, rank))
+        self.conv_weight_B = nn.Parameter(torch.empty(rank, kernel_size * kernel_size))
+        self.conv_bias = nn.Parameter(torch.zeros(width))
+        # A and B start like a Linear layer's weight (Kaiming-uniform, a = sqrt(5)), as in the reference code.
+        nn.init.kaiming_uniform_(self.conv_weight_A, a=math.sqrt(5))
+        nn.init.kaiming_uniform_(self.conv_weight_B, a=math.sqrt(5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        width, k = x.shape[1], self.kernel_size
+        kernel = (self.conv_weight_A @ self.conv_weight_B).view(width, 1, k, k)  # (h, 1, k, k)
+        return F.conv2d(x, kernel.to(x.dtype), self.conv_bias.to(x.dtype), padding=k // 2, groups=width)
+
+
+class FrequencyAffine(nn.Module):
+    """FAM: per-channel affine maps on the amplitude and the phase of rfft2(x), then |irfft2(.)|.
+
+    (B, h, H, W) -> (B, h, H, W). Always computed in float32 (FFTs in half precision are limited to powers of two on
+    CUDA and barely exist in bfloat16), also under autocast; the result is cast back to the input dtype.
+    At initialisation (scale 1, shift 0) the output is |x|.
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        # Depthwise 1x1 convolutions in the reference code: one scale (weight) and one shift (bias) per channel.
+        self.amp_fuse = nn.Conv2d(width, width, 1, groups=width)
+        self.pha_fuse = nn.Conv2d(width, width, 1, groups=width)
+        for conv in (self.amp_fuse, self.pha_fuse):
+            nn.init.ones_(conv.weight)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            spectrum = torch.fft.rfft2(x.float(), norm="ortho")  # (B, h, H, W//2+1) complex64
+            amplitude = _channel_affine(spectrum.abs(), self.amp_fuse)
+            phase = _channel_affine(spectrum.angle(), self.pha_fuse)
+            spectrum = torch.complex(amplitude * torch.cos(phase), amplitude * torch.sin(phase))
+            out = torch.fft.irfft2(spectrum, s=(height, width), norm="ortho").abs()  # (B, h, H, W)
+        return out.to(x.dtype)
+
+
+def _channel_affine(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """x (B, h, ...) float32 -> x * scale_c + shift_c, with a depthwise 1x1 conv's weight and bias (float32)."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    return x * conv.weight.float().view(shape) + conv.bias.float().view(shape)
+
+
+class ChannelShift(nn.Module):
+    """CSM: softmax-weighted spatial pooling then a small MLP: (B, h, H, W) -> channel vector (B, h)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        hidden = max(1, width // 2)
+        self.compress = nn.Conv2d(width, 1, 1)  # one score per position
+        self.proj = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = self.compress(x).flatten(2).softmax(dim=-1)  # (B, 1, H*W)
+        pooled = (x.flatten(2) * weights.to(x.dtype)).sum(dim=-1)  # (B, h)
+        return self.proj(pooled)  # (B, h)
+
+
+class CrossGates(nn.Module):
+    """The released code's two gates: a channel gate from the frequency branch, a spatial gate from the local one.
+
+    Both last convolutions start at zero weight and bias, so both gates start at 0.5.
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        hidden = max(1, width // 8)
+        self.channel_interaction = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(width, hidden, 1), nn.GELU(), nn.Conv2d(hidden, width, 1)
+        )
+        self.spatial_interaction = nn.Conv2d(width, 1, 1)
+        for conv in (self.channel_interaction[3], self.spatial_interaction):
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, local: torch.Tensor, frequency: torch.Tensor) -> torch.Tensor:
+        channel_gate = torch.sigmoid(self.channel_interaction(frequency))  # (B, h, 1, 1)
+        spatial_gate = torch.sigmoid(self.spatial_interaction(local))  # (B, 1, H, W)
+        return channel_gate * local + spatial_gate * frequency  # (B, h, H, W)
+
+
+class AdaptIRBranch(nn.Module):
+    """One AdaptIR adapter: (B, C, H, W) -> (B, C, H, W), exactly zero at initialisation.
+
+    down (1x1 conv C->h) -> BatchNorm -> {local, frequency, channel} -> fusion -> up (1x1 conv h->C, zero-init).
+    With ``fusion="sum"`` and no branches it is the plain parallel bottleneck adapter (AdaptFormer):
+    down -> ReLU -> up.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        rank: int | None = None,
+        kernel_size: int = 3,
+        fusion: str = "gated",
+        branches: Iterable[str] = BRANCH_NAMES,
+        init_weights: bool = True,
+    ) -> None:
+        super().__init__()
+        branches = tuple(branches)
+        validate_branch_options(fusion, branches, width=width, rank=rank, kernel_size=kernel_size)
+        self.fusion = fusion
+        self.branches = branches
+        rank = resolve_rank(width, rank)
+
+        self.down = nn.Conv2d(in_channels, width, 1)
+        self.norm = nn.BatchNorm2d(width) if branches else None
+        self.local = LocalInteraction(width, rank, kernel_size) if "local" in branches else None
+        self.frequency = FrequencyAffine(width) if "frequency" in branches else None
+        self.channel = ChannelShift(width) if "channel" in branches else None
+        self.gates = CrossGates(width) if fusion == "gated" else None
+        self.up = nn.Conv2d(width, in_channels, 1, bias=False)
+        if init_weights:
+            nn.init.zeros_(self.up.weight)  # the adapted model starts as the base model, bit for bit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.down(x)  # (B, h, H, W)
+        if self.norm is None:
+            return self.up(F.relu(x))  # plain bottleneck
+        x = self.norm(x)
+        local = self.local(x) if self.local is not None else None
+        frequency = self.frequency(x) if self.frequency is not None else None
+        channel = self.channel(x)[:, :, None, None] if self.channel is not None else None  # (B, h, 1, 1)
+        if self.gates is not None:
+            fused = channel * self.gates(local, frequency)
+        else:
+            parts = [p for p in (local, frequency, None if channel is None else channel * x) if p is not None]
+            fused = torch.stack(parts).sum(0) if len(parts) > 1 else parts[0]
+        return self.up(fused)  # (B, C, H, W)
+
+
+def validate_branch_options(
+    fusion: str, branches: tuple[str, ...], width: int | None, rank: int | None, kernel_size: int
+) -> None:
+    """Raise ValueError, naming the bad value and what is allowed, for an impossible branch configuration."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion={fusion!r} is not supported; choose one of {list(FUSIONS)}.")
+    unknown = [b for b in branches if b not in BRANCH_NAMES]
+    if unknown:
+        raise ValueError(f"Unknown branch name(s) {unknown}; allowed: {list(BRANCH_NAMES)}.")
+    if len(set(branches)) != len(branches):
+        raise ValueError(f"branches={list(branches)} lists a branch twice.")
+    if fusion == "gated" and set(branches) != set(BRANCH_NAMES):
+        raise ValueError(
+            f"fusion='gated' combines all three branches {list(BRANCH_NAMES)} (got {list(branches)}); "
+            "use fusion='sum' to switch branches off."
+        )
+    if width is not None and width < 1:
+        raise ValueError(f"width={width} must be a positive number of channels.")
+    if rank is not None and rank < 1:
+        raise ValueError(f"rank={rank} must be at least 1.")
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size={kernel_size} must be a positive odd number (3 in the paper).")

@@ -1,0 +1,172 @@
+"""AdaptIRModel: the peft tuner that finds FFN spans, injects AdaptIR layers and wires their hooks."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from functools import partial
+
+from peft.tuners.tuners_utils import BaseTuner
+from peft.utils import ModulesToSaveWrapper
+from torch import nn
+
+from .config import AdaptIRConfig
+from .grid import BlockGridCapture, InputSizeRecorder, find_enclosing_block
+from .layer import BASE_ADAPTER_NAME, AdaptIRLayer, AdaptIRModule
+from .presets import PRESETS, find_preset
+
+BRANCH_CONTAINER = "adaptir_branch"
+# Names used inside a branch's state-dict keys: an adapter may not be called like one (peft filters saved keys by
+# ".<adapter name>." segments, so such a name would drop or mix up another adapter's weights).
+_BRANCH_KEY_SEGMENTS = {
+    "down", "norm", "local", "frequency", "channel", "gates", "up", "weight", "bias", "running_mean", "running_var",
+    "num_batches_tracked", "conv_weight_A", "conv_weight_B", "conv_bias", "amp_fuse", "pha_fuse", "compress", "proj",
+    "channel_interaction", "spatial_interaction", BRANCH_CONTAINER, "base_layer",
+}  # fmt: skip
+
+
+def _inject_adapter_names(module: nn.Module, args: tuple, kwargs: dict, adapter_names: list[str]) -> tuple:
+    kwargs["adapter_names"] = adapter_names
+    return args, kwargs
+
+
+class AdaptIRModel(BaseTuner):
+    """Injects AdaptIR branches next to the FFNs of a model. Created by ``peft.get_peft_model``; see AdaptIRConfig."""
+
+    prefix: str = "adaptir_"
+    tuner_layer_cls = AdaptIRLayer
+    target_module_mapping = {
+        model_type: list(preset.target_modules) for preset in PRESETS.values() for model_type in preset.model_types
+    }
+
+    def _prepare_adapter_config(self, peft_config: AdaptIRConfig, model_config: dict) -> AdaptIRConfig:
+        """Fill targets, span, layout and grid source from the architecture's preset when none were given."""
+        if peft_config.target_modules is None:
+            preset = find_preset(model_config.get("model_type"), type(self.model).__name__)
+            if preset is None:
+                raise ValueError(
+                    f"No AdaptIR preset knows {type(self.model).__name__} (model_type="
+                    f"{model_config.get('model_type')!r}). Pass preset=... (one of {sorted(PRESETS)}) or "
+                    "target_modules=[...] with layout and a grid source in AdaptIRConfig."
+                )
+            peft_config.apply_preset(preset)
+            peft_config.validate()
+        return peft_config
+
+    def _create_and_replace(
+        self,
+        config: AdaptIRConfig,
+        adapter_name: str,
+        target: nn.Module,
+        target_name: str,
+        parent: nn.Module,
+        current_key: str,
+        **kwargs,
+    ) -> None:
+        self._check_adapter_name(adapter_name)
+        if isinstance(target, AdaptIRLayer):
+            target.update_layer(adapter_name, config)
+            return
+        new_module = AdaptIRModule(target, adapter_name, config, where=current_key)
+        self._wire_span_end(new_module, config, parent, current_key)
+        self._wire_grid_source(new_module, config, current_key)
+        if adapter_name not in self.active_adapters:
+            new_module.requires_grad_(False)  # an added adapter is not trainable until set_adapter
+        self._replace_module(parent, target_name, new_module, target)
+
+    def _wire_span_end(self, layer: AdaptIRModule, config: AdaptIRConfig, parent: nn.Module, key: str) -> None:
+        if config.span_end is None:
+            return
+        span_end = getattr(parent, config.span_end, None)
+        if not isinstance(span_end, nn.Module):
+            siblings = [name for name, _ in parent.named_children()]
+            raise ValueError(
+                f"The FFN span starting at {key!r} should end at its sibling {config.span_end!r}, which does not "
+                f"exist; siblings are {siblings}. Fix span_end in AdaptIRConfig."
+            )
+        layer.span_end_name = config.span_end
+        layer.hook_handles.append(span_end.register_forward_hook(layer.add_pending_delta))
+
+    def _wire_grid_source(self, layer: AdaptIRModule, config: AdaptIRConfig, key: str) -> None:
+        if config.grid_size is not None:
+            layer.grid_size = tuple(config.grid_size)
+        elif config.grid_argument is not None:
+            _, block = find_enclosing_block(self.model, key, config.grid_argument)
+            layer.grid_capture = BlockGridCapture(block, config.grid_argument)
+            layer.hook_handles.append(block.register_forward_pre_hook(layer.grid_capture, with_kwargs=True))
+        elif config.infer_grid_from_input:
+            recorder = InputSizeRecorder()
+            layer.input_recorder = recorder
+            layer.hook_handles.append(self.model.register_forward_pre_hook(recorder, with_kwargs=True))
+
+    def _check_adapter_name(self, adapter_name: str) -> None:
+        clashes = _BRANCH_KEY_SEGMENTS | {BASE_ADAPTER_NAME}
+        if adapter_name in clashes or "." in adapter_name:
+            raise ValueError(
+                f"Adapter name {adapter_name!r} is reserved or contains a dot; peft finds an adapter's weights by "
+                f"its name in the state-dict keys. Choose another name (not one of {sorted(clashes)})."
+            )
+
+    @classmethod
+    def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
+        """'...fc.adaptir_branch.<adapter>.down.weight' <-> '...fc.adaptir_branch.down.weight' (saved files)."""
+        marker = f"{BRANCH_CONTAINER}.{adapter_name}."
+        if key.startswith(marker) or f".{marker}" in key:
+            head, _, tail = key.partition(marker)
+            return f"{head}{BRANCH_CONTAINER}.{tail}"
+        return super()._remove_adapter_name_from_key(key, adapter_name)
+
+    def _check_merge_allowed(self) -> None:
+        raise ValueError(
+            "merge_and_unload() is not possible with AdaptIR: the branch is nonlinear (BatchNorm, FFT amplitude and "
+            "phase, softmax pooling, gates) and runs beside the FFN, so no change of the base weights reproduces it. "
+            "Keep the adapter (it is tiny), or call unload() to get the unchanged base model back."
+        )
+
+    def _unload_and_optionally_merge(self, merge: bool = True, **kwargs) -> nn.Module:
+        if merge:
+            self._check_merge_allowed()
+        for name, module in list(self.model.named_modules()):
+            if isinstance(module, AdaptIRLayer):
+                module.remove_hooks()
+                parent_name, _, child_name = name.rpartition(".")
+                setattr(self.model.get_submodule(parent_name), child_name, module.get_base_layer())
+        # peft's own pass handles the rest (modules_to_save wrappers, the model's peft_config)
+        return super()._unload_and_optionally_merge(merge=False, **kwargs)
+
+    @contextmanager
+    def _enable_peft_forward_hooks(self, *args, **kwargs):
+        """Route ``adapter_names=[...]`` (one per sample, "__base__" for none) to every AdaptIR layer."""
+        adapter_names = kwargs.pop("adapter_names", None)
+        if adapter_names is None:
+            yield
+            return
+        self._check_mixed_batch(adapter_names)
+        handles = []
+        try:
+            for module in self.model.modules():
+                if isinstance(module, AdaptIRLayer):
+                    hook = partial(_inject_adapter_names, adapter_names=list(adapter_names))
+                elif isinstance(module, ModulesToSaveWrapper):
+                    # samples whose adapter owns no copy of this module use the base copy
+                    routed = [n if n in module.modules_to_save else BASE_ADAPTER_NAME for n in adapter_names]
+                    hook = partial(_inject_adapter_names, adapter_names=routed)
+                else:
+                    continue
+                handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _check_mixed_batch(self, adapter_names: list[str]) -> None:
+        if self.training:
+            raise ValueError("adapter_names=[...] is for inference: call model.eval() first (BatchNorm and dropout).")
+        if isinstance(adapter_names, str) or not all(isinstance(n, str) for n in adapter_names):
+            raise ValueError("adapter_names must be a list with one adapter name (str) per sample.")
+        known = set(self.peft_config)
+        unknown = sorted({n for n in adapter_names if n != BASE_ADAPTER_NAME} - known)
+        if unknown:
+            raise ValueError(
+                f"Unknown adapter name(s) {unknown} in adapter_names; loaded adapters are {sorted(known)}, and "
+                f"{BASE_ADAPTER_NAME!r} means the base model."
+            )
