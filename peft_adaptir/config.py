@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Union
 
 from peft.config import PeftConfig
 
@@ -20,58 +19,58 @@ class AdaptIRConfig(PeftConfig):
     Targeting follows peft's conventions (``target_modules``, ``exclude_modules``, ``layers_to_transform``,
     ``layers_pattern``, ``modules_to_save``). A target is the first module of an FFN span: the adapter reads that
     module's input and adds its result to the output of the sibling ``span_end`` (or of the target itself when
-    ``span_end`` is None). ``layout`` says how the FFN's input is laid out; for token layouts the grid (H, W) comes from
+    ``span_end`` is None). ``layout`` says how the FFN input is laid out; for token layouts the grid (H, W) comes from
     ``grid_argument`` (an argument of the enclosing block's forward, captured exactly), ``grid_size`` (stated), or
     ``infer_grid_from_input`` (from the model's input image size, when unambiguous). For known architectures
     (transformers Swin2SR, SwinIR/HAT, IPT, NAFNet) all of this comes from a preset; see ``peft_adaptir.presets``.
     """
 
-    target_modules: Optional[Union[list[str], str]] = field(
+    target_modules: list[str] | str | None = field(
         default=None,
         metadata={
             "help": "Names (suffix match) or a regex of the modules where FFN spans start. None: taken from the "
             "preset of the model's architecture."
         },
     )
-    exclude_modules: Optional[Union[list[str], str]] = field(
+    exclude_modules: list[str] | str | None = field(
         default=None, metadata={"help": "Names (suffix match) or a regex of modules not to adapt."}
     )
-    layers_to_transform: Optional[Union[list[int], int]] = field(
+    layers_to_transform: list[int] | int | None = field(
         default=None, metadata={"help": "Only adapt the layers with these indices."}
     )
-    layers_pattern: Optional[Union[list[str], str]] = field(
+    layers_pattern: list[str] | str | None = field(
         default=None,
         metadata={"help": "Name of the module list holding the layers, used with `layers_to_transform`."},
     )
-    modules_to_save: Optional[list[str]] = field(
+    modules_to_save: list[str] | None = field(
         default=None, metadata={"help": "Modules apart from the adapters to train fully and save with the adapter."}
     )
-    preset: Optional[str] = field(
+    preset: str | None = field(
         default=None,
         metadata={"help": "Name of a preset (see peft_adaptir.presets.PRESETS) filling the fields left at None."},
     )
-    span_end: Optional[str] = field(
+    span_end: str | None = field(
         default=None,
         metadata={
             "help": "Name of the target's sibling module whose output receives the adapter's result (e.g. 'output' "
             "for Swin2SR's intermediate -> output). None: the target is the whole FFN."
         },
     )
-    layout: Optional[str] = field(
+    layout: str | None = field(
         default=None,
         metadata={
             "help": f"Layout of the FFN's input: one of {list(LAYOUTS)}. None: 4-D inputs are read by the position "
             "of the channel dimension, 3-D inputs as batch-first tokens (B, N, C)."
         },
     )
-    grid_argument: Optional[str] = field(
+    grid_argument: str | None = field(
         default=None,
         metadata={
             "help": "Name of the argument holding (H, W) in the forward of the nearest enclosing module that takes "
             "it, e.g. 'input_dimensions' (Swin2SR) or 'x_size' (SwinIR)."
         },
     )
-    grid_size: Optional[list[int]] = field(
+    grid_size: list[int] | None = field(
         default=None, metadata={"help": "A fixed token grid [H, W] for token layouts."}
     )
     infer_grid_from_input: bool = field(
@@ -81,12 +80,12 @@ class AdaptIRConfig(PeftConfig):
             "stride d with (H/d)(W/d) = N. Errors when no such stride exists."
         },
     )
-    width: Optional[int] = field(
+    width: int | None = field(
         default=None, metadata={"help": "Adapter width h. None: in_channels // reduction, at least min_width."}
     )
     reduction: int = field(default=24, metadata={"help": "h = C // reduction when width is None (24 in the paper)."})
     min_width: int = field(default=4, metadata={"help": "Smallest width chosen by `reduction`."})
-    rank: Optional[int] = field(
+    rank: int | None = field(
         default=None, metadata={"help": "Rank of the local branch's kernel bank. None: h // 2 (at least 1)."}
     )
     kernel_size: int = field(default=3, metadata={"help": "Kernel size of the local depthwise convolution."})

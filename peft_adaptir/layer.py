@@ -132,7 +132,7 @@ class AdaptIRLayer(BaseTunerLayer):
 
 
 class AdaptIRModule(nn.Module, AdaptIRLayer):
-    """A module wrapped by AdaptIR. ``forward`` and ``__repr__`` live here so that ``nn.Module`` does not shadow them."""
+    """A module wrapped by AdaptIR; ``forward`` and ``__repr__`` live here so ``nn.Module`` does not shadow them."""
 
     def __init__(self, base_layer: nn.Module, adapter_name: str, config: AdaptIRConfig, where: str) -> None:
         super().__init__()
