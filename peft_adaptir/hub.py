@@ -1,0 +1,304 @@
+"""Publish AdaptIR adapters to the Hugging Face Hub and load several of them by repo id.
+
+    >>> push_adapter(model, "user/adaptir-swin2sr-derain", "derain", task="derain-heavy", base_model="caidas/...")
+    >>> model = load_adapters(base, {"derain": "user/adaptir-swin2sr-derain", "denoise": "user/denoise@v2"})
+    >>> model.set_adapter("derain")
+
+Tokens come from the usual ``huggingface_hub`` places when ``token=None``: the ``HF_TOKEN`` environment variable or
+the token saved by ``hf auth login``. ``HF_ENDPOINT`` picks the Hub, ``HF_HUB_OFFLINE=1`` loads from the cache only.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from huggingface_hub import HfApi
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from peft import PeftModel
+
+from .model_card import build_model_card
+
+__all__ = ["AdapterHubError", "enable_card_on_push", "load_adapters", "push_adapter"]
+
+_TOKEN_HINT = "for a private repo, log in with `hf auth login`, set HF_TOKEN, or pass token="
+
+
+class AdapterHubError(OSError):
+    """An adapter repository, revision or file could not be reached; the message says what to check."""
+
+
+def _is_adaptir(peft_model: PeftModel) -> bool:
+    return any(config.peft_type == "ADAPTIR" for config in peft_model.peft_config.values())  # a str Enum
+
+
+def _card_for(peft_model: PeftModel, repo_id: str, adapter_name: str, subfolder: str | None, **card_kwargs: Any):
+    base = peft_model.get_base_model()
+    base_model = card_kwargs.pop("base_model", None) or peft_model.peft_config[adapter_name].base_model_name_or_path
+    return build_model_card(
+        repo_id,
+        base_model=base_model or None,
+        base_model_class=f"{type(base).__module__}.{type(base).__name__}",
+        subfolder=subfolder,
+        **card_kwargs,
+    )
+
+
+def _upload(
+    folder: str,
+    repo_id: str,
+    *,
+    private: bool | None,
+    token: str | None,
+    revision: str | None,
+    path_in_repo: str | None,
+    commit_message: str,
+    commit_description: str | None = None,
+    create_pr: bool = False,
+) -> str:
+    """``create_repo(exist_ok=True)``, the branch if ``revision`` names a new one, then one commit of ``folder``."""
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision not in (None, "main") and not create_pr:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        commit = api.upload_folder(
+            folder_path=folder,
+            repo_id=repo_id,
+            path_in_repo=path_in_repo,
+            revision=revision,
+            commit_message=commit_message,
+            commit_description=commit_description,
+            create_pr=create_pr,
+        )
+    except HfHubHTTPError as err:
+        raise AdapterHubError(
+            f"Could not push to {repo_id!r} on {api.endpoint}: {err}. Check that the token can write to that "
+            f"namespace ({_TOKEN_HINT})."
+        ) from err
+    return commit.pr_url or commit.commit_url
+
+
+def push_adapter(
+    peft_model: PeftModel,
+    repo_id: str,
+    adapter_name: str = "default",
+    *,
+    task: str | None = None,
+    base_model: str | None = None,
+    degradation: str | None = None,
+    training_command: str | None = None,
+    metrics: Mapping[str, float | str] | None = None,
+    subfolder: str | None = None,
+    private: bool = False,
+    token: str | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+) -> str:
+    """Upload one adapter of ``peft_model`` (``adapter_model.safetensors``, ``adapter_config.json``) with an AdaptIR
+    model card as ``README.md``; return the commit URL.
+
+    The adapter lands at the repo root (or in ``subfolder``) whatever its name, so
+    ``PeftModel.from_pretrained(base, repo_id)`` loads it. ``task``, ``degradation``, ``training_command`` and
+    ``metrics`` go into the card (see :func:`peft_adaptir.model_card.build_model_card`); ``base_model`` defaults to
+    the adapter config's ``base_model_name_or_path``. ``revision`` is a branch, created from ``main`` if missing.
+    """
+    if adapter_name not in peft_model.peft_config:
+        raise ValueError(f"No adapter named {adapter_name!r}; the model has: {', '.join(peft_model.peft_config)}.")
+    card = _card_for(
+        peft_model,
+        repo_id,
+        adapter_name,
+        subfolder,
+        task=task,
+        base_model=base_model,
+        degradation=degradation,
+        training_command=training_command,
+        metrics=metrics,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        peft_model.save_pretrained(tmp, selected_adapters=[adapter_name])
+        # peft writes a non-default adapter into a subfolder named after it; upload that folder's files.
+        folder = tmp if adapter_name == "default" else os.path.join(tmp, adapter_name)
+        card.save(os.path.join(folder, "README.md"))
+        return _upload(
+            folder,
+            repo_id,
+            private=private,
+            token=token,
+            revision=revision,
+            path_in_repo=subfolder,
+            commit_message=commit_message or f"Upload AdaptIR adapter {task or adapter_name}",
+        )
+
+
+# ---- model.push_to_hub keeps our card ----
+
+
+def _adaptir_push_to_hub(
+    original,
+    self: PeftModel,
+    repo_id: str,
+    *,
+    commit_message: str | None = None,
+    commit_description: str | None = None,
+    private: bool | None = None,
+    token: bool | str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    tags: list[str] | None = None,
+    **kwargs: Any,
+) -> str:
+    """``PeftModel.push_to_hub`` for AdaptIR models: peft's saved layout (every adapter; non-default ones in
+    subfolders) with our card. Other peft methods go to the original unchanged."""
+    if not _is_adaptir(self):
+        return original(
+            self,
+            repo_id,
+            commit_message=commit_message,
+            commit_description=commit_description,
+            private=private,
+            token=token,
+            revision=revision,
+            create_pr=create_pr,
+            tags=tags,
+            **kwargs,
+        )
+    kwargs.pop("max_shard_size", None)  # adapters are small: never sharded
+    if kwargs:
+        raise TypeError(f"push_to_hub() got unexpected arguments: {', '.join(kwargs)}.")
+    names = list(self.peft_config)
+    first = names[0]
+    card = _card_for(
+        self, repo_id, first, None if "default" in names else first, task=first if first != "default" else None
+    )
+    card.data.tags = list(dict.fromkeys([*card.data.tags, *(tags or [])]))
+    with tempfile.TemporaryDirectory() as tmp:
+        self.save_pretrained(tmp)
+        card.save(os.path.join(tmp, "README.md"))
+        return _upload(
+            tmp,
+            repo_id,
+            private=private,
+            token=token,
+            revision=revision,
+            path_in_repo=None,
+            commit_message=commit_message or "Upload AdaptIR adapter",
+            commit_description=commit_description,
+            create_pr=create_pr,
+        )
+
+
+def enable_card_on_push() -> None:
+    """Make ``PeftModel.push_to_hub`` upload an AdaptIR model with our card (idempotent).
+
+    transformers 5's ``PushToHubMixin.push_to_hub`` (which ``PeftModel`` inherits) saves the model, then overwrites
+    the README.md peft wrote with the remote card or a fresh ``library_name: transformers`` one. This wraps that one
+    method: AdaptIR models are saved and uploaded with ``huggingface_hub`` and our card; other models are untouched.
+    """
+    current = PeftModel.push_to_hub
+    if getattr(current, "_adaptir_card", False):
+        return
+
+    @functools.wraps(current)
+    def push_to_hub(self: PeftModel, repo_id: str, **kwargs: Any) -> str:
+        return _adaptir_push_to_hub(current, self, repo_id, **kwargs)
+
+    push_to_hub._adaptir_card = True  # type: ignore[attr-defined]
+    PeftModel.push_to_hub = push_to_hub
+
+
+# ---- loading ----
+
+
+def _parse_spec(name: str, spec: str | Mapping[str, Any]) -> dict[str, Any]:
+    """``"user/repo"``, ``"user/repo@rev"`` or ``{"repo_id", "revision"?, "subfolder"?}`` -> download kwargs."""
+    if isinstance(spec, str):
+        repo_id, _, revision = spec.partition("@")
+        spec = {"repo_id": repo_id, "revision": revision or None}
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("repo_id"), str):
+        raise ValueError(
+            f"Adapter {name!r}: expected 'user/repo', 'user/repo@revision' or a dict with 'repo_id' "
+            f"(and optional 'revision', 'subfolder'), got {spec!r}."
+        )
+    unknown = set(spec) - {"repo_id", "revision", "subfolder"}
+    if unknown:
+        raise ValueError(f"Adapter {name!r}: unknown keys {sorted(unknown)}; allowed: repo_id, revision, subfolder.")
+    return {key: value for key, value in spec.items() if value is not None}
+
+
+def _hub_cause(err: BaseException) -> BaseException | None:
+    """The first ``huggingface_hub`` error in ``err``'s chain (peft wraps them in ``ValueError``)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (HfHubHTTPError, EntryNotFoundError, OfflineModeIsEnabled)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _explain(name: str, spec: dict[str, Any], cause: BaseException) -> AdapterHubError:
+    where = spec["repo_id"] + (f" (subfolder {spec['subfolder']!r})" if "subfolder" in spec else "")
+    at = f" at revision {spec['revision']!r}" if "revision" in spec else ""
+    if isinstance(cause, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
+        why = (
+            "it is not in the local cache and the Hub cannot be asked "
+            f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}). Load it once online to fill the cache, "
+            "or unset HF_HUB_OFFLINE"
+        )
+    elif isinstance(cause, RevisionNotFoundError):
+        why = "the revision does not exist. Check the branch, tag or commit after '@'"
+    elif isinstance(cause, RepositoryNotFoundError):
+        why = f"the repository was not found. Check the repo id; {_TOKEN_HINT}"
+    elif isinstance(cause, EntryNotFoundError):
+        why = "the repo has no adapter_config.json / adapter_model.safetensors there. Check the subfolder"
+    else:
+        why = f"the Hub answered: {cause}"
+    return AdapterHubError(f"Cannot load adapter {name!r} from {where}{at}: {why}.")
+
+
+def load_adapters(
+    base_model: torch.nn.Module,
+    adapters: Mapping[str, str | Mapping[str, Any]],
+    *,
+    token: str | None = None,
+    is_trainable: bool = False,
+) -> PeftModel:
+    """Load several adapters by Hub id onto ``base_model`` in one call; return the ``PeftModel``.
+
+    ``adapters`` maps adapter name -> ``"user/repo"``, ``"user/repo@revision"`` or
+    ``{"repo_id": ..., "revision": ..., "subfolder": ...}``. The first becomes the active adapter; switch with
+    ``model.set_adapter(name)`` or route samples with ``model(x, adapter_names=[...])``.
+    """
+    if not adapters:
+        raise ValueError("load_adapters needs at least one adapter: {name: 'user/repo', ...}.")
+    model: PeftModel | None = None
+    for name, raw in adapters.items():
+        spec = _parse_spec(name, raw)
+        kwargs = {key: value for key, value in spec.items() if key != "repo_id"}
+        try:
+            if model is None:
+                model = PeftModel.from_pretrained(
+                    base_model, spec["repo_id"], adapter_name=name, is_trainable=is_trainable, token=token, **kwargs
+                )
+            else:
+                model.load_adapter(
+                    spec["repo_id"], adapter_name=name, is_trainable=is_trainable, token=token, **kwargs
+                )
+        except (ValueError, OSError, HfHubHTTPError) as err:
+            cause = _hub_cause(err)
+            if cause is None:
+                raise
+            raise _explain(name, spec, cause) from err
+    return model
