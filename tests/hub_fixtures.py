@@ -22,15 +22,6 @@ REPO_ROOT = TESTS_DIR.parent
 TOKEN = "hf_adaptir_test_token"
 
 
-def adaptir_available() -> bool:
-    try:
-        import peft_adaptir  # noqa: F401
-        from peft_adaptir import AdaptIRConfig  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def tiny_base(state_dict_path: str | os.PathLike | None = None) -> torch.nn.Module:
     """The tiny scale-1 Swin2SR restorer; (B, 3, H, W) in, ``.reconstruction`` (B, 3, H, W) out."""
     from transformers import Swin2SRConfig, Swin2SRForImageSuperResolution
@@ -55,24 +46,15 @@ def tiny_base(state_dict_path: str | os.PathLike | None = None) -> torch.nn.Modu
     return model
 
 
-def adapter_config():
-    """AdaptIR once the core imports; until then a LoRA config on the attention projections."""
-    if adaptir_available():
-        from peft_adaptir import AdaptIRConfig
-
-        return AdaptIRConfig()
-    from peft import LoraConfig
-
-    return LoraConfig(r=4, target_modules=["query", "value"])
-
-
 def make_adapters(base: torch.nn.Module, names: list[str]):
-    """A PeftModel with adapters ``names``, each perturbed (seeded) so that its output differs from the base."""
+    """A PeftModel with AdaptIR adapters ``names``, each perturbed (seeded) so its output differs from the base."""
     from peft import get_peft_model
 
-    model = get_peft_model(base, adapter_config(), adapter_name=names[0])
+    from peft_adaptir import AdaptIRConfig
+
+    model = get_peft_model(base, AdaptIRConfig(), adapter_name=names[0])
     for name in names[1:]:
-        model.add_adapter(name, adapter_config())
+        model.add_adapter(name, AdaptIRConfig())
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for param_name, param in model.named_parameters():
@@ -111,24 +93,29 @@ def hub(tmp_path_factory):
     server.shutdown()
 
 
-@pytest.fixture
-def hub_client(hub, tmp_path, monkeypatch):
-    """Point this process's ``huggingface_hub`` at ``hub`` with an empty cache and no token."""
+def point_client_at(monkeypatch: pytest.MonkeyPatch, endpoint: str, hf_home: Path) -> None:
+    """Patch the constants this process's ``huggingface_hub`` copied at import: Hub, cache, token, online mode."""
     import huggingface_hub.constants as constants
     import huggingface_hub.hf_api as hf_api
     import transformers.utils.hub as transformers_hub
 
-    monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
-    monkeypatch.setattr(
-        constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
-    )
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
-    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf_home" / "stored_tokens"))
-    monkeypatch.setattr(hf_api.api, "endpoint", hub.endpoint)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    template = endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # conftest.py sets HF_HUB_OFFLINE=1 for the suite
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(hf_home / "token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(hf_home / "stored_tokens"))
+    monkeypatch.setattr(hf_api.api, "endpoint", endpoint)
     monkeypatch.setattr(transformers_hub, "_hf_api", None)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def hub_client(hub, tmp_path, monkeypatch):
+    """Point this process's ``huggingface_hub`` at ``hub``, online, with an empty cache and no token."""
+    point_client_at(monkeypatch, hub.endpoint, tmp_path / "hf_home")
     return hub
 
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from hub_fixtures import (
     TOKEN,
-    adaptir_available,
     hub,  # noqa: F401 - fixture
     hub_client,  # noqa: F401 - fixture
     make_adapters,
     outputs,
+    point_client_at,
     run_fresh,
     test_input,
     tiny_base,
@@ -34,12 +34,7 @@ def pushed(hub, tmp_path_factory):  # noqa: F811
     mp = pytest.MonkeyPatch()
     tmp = tmp_path_factory.mktemp("pushed")
     try:
-        import huggingface_hub.constants as constants
-        import huggingface_hub.hf_api as hf_api
-
-        mp.setattr(constants, "ENDPOINT", hub.endpoint)
-        mp.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
-        mp.setattr(hf_api.api, "endpoint", hub.endpoint)
+        point_client_at(mp, hub.endpoint, tmp / "hf_home")
         base = tiny_base()
         torch.save(base.state_dict(), tmp / "base.pt")
         model = make_adapters(base, NAMES)
@@ -187,7 +182,6 @@ def test_offline_with_populated_cache(hub_client, pushed, tmp_path):  # noqa: F8
     assert "alice/denoise at revision 'v2'" in result["error"] and "HF_HUB_OFFLINE=1" in result["error"]
 
 
-@pytest.mark.skipif(not adaptir_available(), reason="needs the AdaptIR core (peft_adaptir.AdaptIRConfig)")
 def test_model_push_to_hub_keeps_our_card(hub_client, monkeypatch):  # noqa: F811
     monkeypatch.setenv("HF_TOKEN", TOKEN)  # the usual place: no token argument
     enable_card_on_push()
