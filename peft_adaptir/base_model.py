@@ -1,0 +1,60 @@
+"""Loading the pretrained restorer that AdaptIR adapters are trained on: ``load_base_model(spec)``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from torch import nn
+
+__all__ = ["DEFAULT_BASE_DIR", "load_base_model"]
+
+DEFAULT_BASE_DIR = Path(__file__).parent / "assets" / "default_base"
+"""Where the embedded default base model lives (``config.json`` + ``model.safetensors``), when it ships."""
+
+_PATH_PREFIXES = ("/", "./", "../", "~")
+
+
+def _default_base_spec() -> str:
+    missing = [name for name in ("config.json", "model.safetensors") if not (DEFAULT_BASE_DIR / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"This installation has no embedded default base model ({', '.join(missing)} missing in "
+            f"{DEFAULT_BASE_DIR}). Pass --base (base=...) with a transformers model id or a local folder saved with "
+            "save_pretrained, e.g. a scale-1 Swin2SRForImageSuperResolution."
+        )
+    return str(DEFAULT_BASE_DIR)
+
+
+def load_base_model(spec: str | os.PathLike | None = None) -> nn.Module:
+    """The base restorer named by ``spec``, in eval mode, on the CPU.
+
+    ``spec``: a local folder written by ``save_pretrained`` or a Hugging Face model id of a transformers
+    image-to-image model (Swin2SR is loaded as ``Swin2SRForImageSuperResolution``, others through
+    ``AutoModelForImageToImage``); None: the embedded default in ``peft_adaptir/assets/default_base/``. The model maps
+    ``(B, 3, H, W)`` float in [0, 1] to ``.reconstruction`` of ``(B, 3, sH, sW)``; training needs ``s = 1``.
+    """
+    from transformers import AutoConfig, AutoModelForImageToImage, Swin2SRForImageSuperResolution
+
+    spec = _default_base_spec() if spec is None else os.fspath(spec)
+    path = Path(spec).expanduser()
+    if path.is_file():
+        raise ValueError(
+            f"--base {spec} is a file; give a folder with config.json and model weights (save_pretrained) or a "
+            "transformers model id. Single-file checkpoints (.pth) are not supported yet."
+        )
+    if spec.startswith(_PATH_PREFIXES) and not path.exists():
+        raise FileNotFoundError(f"--base {spec}: no such folder.")
+    try:
+        config = AutoConfig.from_pretrained(str(path) if path.exists() else spec)
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"Cannot load the base model {spec!r}: it is neither a local folder with config.json nor a model id "
+            f"found on the Hub or in the local cache ({err})."
+        ) from err
+    model_class = Swin2SRForImageSuperResolution if config.model_type == "swin2sr" else AutoModelForImageToImage
+    try:
+        model = model_class.from_pretrained(str(path) if path.exists() else spec, config=config)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"Cannot load the weights of base model {spec!r} ({config.model_type}): {err}") from err
+    return model.eval()

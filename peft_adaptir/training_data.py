@@ -1,0 +1,106 @@
+"""Training-side data plumbing: datasets for a run, the step-addressed item window, and input checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .training_config import TrainingConfig
+
+__all__ = ["StepWindow", "build_datasets", "check_batch", "check_model_fits", "reconstruction"]
+
+
+class StepWindow(torch.utils.data.Dataset):
+    """Items ``offset ... offset + length - 1`` of ``dataset`` (whose items are pure functions of their index)."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, offset: int, length: int) -> None:
+        self.dataset, self.offset, self.length = dataset, offset, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Any:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} items.")
+        return self.dataset[self.offset + index]
+
+
+def build_datasets(
+    config: TrainingConfig, multiple: int, start_step: int, num_processes: int
+) -> tuple[StepWindow, torch.utils.data.Dataset]:
+    """(training items for steps ``start_step + 1 ... config.steps``, validation pairs cropped to ``multiple``).
+
+    Training items are ``(degraded, clean)`` of ``(3, P, P)``; validation items ``(degraded, clean, name)``.
+    """
+    from .data import holdout_split, load_image_dataset, load_paired_folders
+    from .patches import EvalPairs, PairedFolderPatches, PatchPairs
+
+    per_step = config.batch_size * config.grad_accum * num_processes
+    total = config.steps * per_step
+    if config.degraded_data is not None:
+        pairs = load_paired_folders(config.degraded_data, config.data)
+        train_pairs = holdout_split(pairs, "train", config.holdout_fraction)
+        val_pairs = holdout_split(pairs, "validation", config.holdout_fraction)
+        items = PairedFolderPatches(train_pairs, config.patch_size, seed=config.seed, length=total)
+        val_set = EvalPairs(val_pairs, None, seed=config.seed, crop=config.val_crop, multiple=multiple)
+    else:
+        kwargs = {"image_column": config.image_column, "holdout_fraction": config.holdout_fraction}
+        train_images = load_image_dataset(config.data, "train", **kwargs)
+        val_images = load_image_dataset(config.data, "validation", **kwargs)
+        items = PatchPairs(train_images, config.task, config.patch_size, seed=config.seed, length=total)
+        val_set = EvalPairs(val_images, config.task, seed=config.seed, crop=config.val_crop, multiple=multiple)
+    return StepWindow(items, start_step * per_step, total - start_step * per_step), val_set
+
+
+def reconstruction(output: Any) -> torch.Tensor:
+    """The restored ``(B, 3, H, W)`` image from a model output (a tensor or an object with ``.reconstruction``)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if getattr(output, "reconstruction", None) is not None:
+        return output.reconstruction
+    raise TypeError(
+        f"The model returned {type(output).__name__}; expected a tensor or an output with .reconstruction."
+    )
+
+
+def check_model_fits(model: nn.Module, patch_size: int) -> int:
+    """The model's size multiple (``config.window_size``, else 8); errors unless it restores at scale 1 and
+    ``patch_size`` is a multiple of it. Runs one patch through the model (eval mode, no gradients) to check."""
+    config = getattr(model, "config", None)
+    multiple = int(getattr(config, "window_size", None) or 8)
+    upscale = getattr(config, "upscale", 1)
+    if upscale != 1:
+        raise ValueError(
+            f"The base model upscales by {upscale}; AdaptIR training here needs a scale-1 restorer (output the size "
+            "of the input, e.g. Swin2SR with upscale=1, upsampler=''), since all tasks degrade at the same size."
+        )
+    if patch_size % multiple:
+        raise ValueError(f"patch_size={patch_size} must be a multiple of the model's window size {multiple}.")
+    was_training = model.training
+    model.eval()
+    probe = torch.rand(1, 3, patch_size, patch_size, generator=torch.Generator().manual_seed(0))
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        out = reconstruction(model(probe.to(device)))
+    model.train(was_training)
+    if out.shape != probe.shape:
+        raise ValueError(
+            f"The base model maps a {tuple(probe.shape)} input to {tuple(out.shape)}; training needs a scale-1 "
+            "restorer whose output has the input's size."
+        )
+    return multiple
+
+
+def check_batch(degraded: torch.Tensor, clean: torch.Tensor, step: int) -> None:
+    """Clear errors for non-finite or mismatched ``(B, 3, P, P)`` training batches."""
+    for name, batch in (("degraded input", degraded), ("clean target", clean)):
+        if not torch.isfinite(batch).all():
+            bad = int((~torch.isfinite(batch)).flatten(1).any(dim=1).sum())
+            raise ValueError(
+                f"Non-finite values (NaN or inf) in the {name} batch of step {step} ({bad} of {len(batch)} patches). "
+                "Check the images and the degradation: inputs must be finite, in [0, 1]."
+            )
+    if degraded.shape != clean.shape:
+        raise ValueError(f"Degraded {tuple(degraded.shape)} and clean {tuple(clean.shape)} batches differ in shape.")
