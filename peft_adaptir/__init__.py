@@ -9,6 +9,11 @@ from .registration import ADAPTIR_PEFT_TYPE, register
 
 register()
 
+from .hub import AdapterHubError, enable_card_on_push, load_adapters, push_adapter  # noqa: E402
+from .inference import restore  # noqa: E402
+
+enable_card_on_push()
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -19,6 +24,11 @@ __all__ = [
     "AdaptIRConfig",
     "AdaptIRLayer",
     "AdaptIRModel",
+    "AdapterHubError",
     "Preset",
+    "enable_card_on_push",
+    "load_adapters",
+    "push_adapter",
     "register",
+    "restore",
 ]
