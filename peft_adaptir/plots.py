@@ -48,7 +48,7 @@ def plot_training_curve(
         smooth = torch.tensor(losses, dtype=torch.float64).unfold(0, window, 1).mean(dim=1).tolist()
         ax_loss.plot(steps[window - 1 :], smooth, color="tab:blue", label=f"mean of {window}")
     ax_loss.set(xlabel="step", ylabel=f"training loss ({loss_name})", title="Training loss")
-    if min(losses, default=1.0) > 0:
+    if losses and min(losses) > 0 and max(losses) / min(losses) > 10:
         ax_loss.set_yscale("log")
     ax_loss.legend(loc="upper right")
     ax_psnr.plot([v["step"] for v in validation], [v["psnr"] for v in validation], "o-", color="tab:green")
@@ -79,6 +79,6 @@ def plot_preview(
         ax.set_title(title)
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return Path(path)

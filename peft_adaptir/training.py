@@ -196,8 +196,8 @@ def train(base_model: nn.Module, config: TrainingConfig) -> TrainingResult:
             if main:
                 ckpt.prune_checkpoints(output_dir, config.keep_checkpoints)
     bar.close()
-    if start >= config.steps and main:  # nothing left to train: validate for the preview and the final metrics
-        preview = validate(config.steps)
+    if start >= config.steps and main:  # resumed a finished run: only the preview is missing
+        preview = _validate(unwrapped, val_set, accelerator.device, loss_fn)[1]
     adapter_dir = None
     if main:
         log = {**trainer_state(config.steps), "final": validation[-1] if validation else None}
