@@ -7,23 +7,11 @@ from pathlib import Path
 
 from torch import nn
 
-__all__ = ["DEFAULT_BASE_DIR", "load_base_model"]
+from .default_base import default_base_path
 
-DEFAULT_BASE_DIR = Path(__file__).parent / "assets" / "default_base"
-"""Where the embedded default base model lives (``config.json`` + ``model.safetensors``), when it ships."""
+__all__ = ["load_base_model"]
 
 _PATH_PREFIXES = ("/", "./", "../", "~")
-
-
-def _default_base_spec() -> str:
-    missing = [name for name in ("config.json", "model.safetensors") if not (DEFAULT_BASE_DIR / name).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"This installation has no embedded default base model ({', '.join(missing)} missing in "
-            f"{DEFAULT_BASE_DIR}). Pass --base (base=...) with a transformers model id or a local folder saved with "
-            "save_pretrained, e.g. a scale-1 Swin2SRForImageSuperResolution."
-        )
-    return str(DEFAULT_BASE_DIR)
 
 
 def load_base_model(spec: str | os.PathLike | None = None) -> nn.Module:
@@ -36,7 +24,7 @@ def load_base_model(spec: str | os.PathLike | None = None) -> nn.Module:
     """
     from transformers import AutoConfig, AutoModelForImageToImage, Swin2SRForImageSuperResolution
 
-    spec = _default_base_spec() if spec is None else os.fspath(spec)
+    spec = str(default_base_path()) if spec is None else os.fspath(spec)
     path = Path(spec).expanduser()
     if path.is_file():
         raise ValueError(

@@ -16,9 +16,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .image_io import ImageItem, merge_channels, to_items
+from .layer import BASE_ADAPTER_NAME
 from .tiling import Canvas, Tile, pad_to_multiple, plan_tiles
 
-BASE_ADAPTER = "__base__"
 """Name in ``adapter_names`` that runs an image through the base model, no adapter."""
 DEFAULT_TILE_SIZE = 512
 """With ``tile_size=None``, images with a side longer than this are tiled in tiles of this size."""
@@ -123,9 +123,11 @@ def _resolve_adapter_names(
         )
     if len(names) != count:
         raise ValueError(f"adapter_names has {len(names)} names but {count} images were given; pass one per image.")
-    unknown = sorted({name for name in names if name not in known and name != BASE_ADAPTER})
+    unknown = sorted({name for name in names if name not in known and name != BASE_ADAPTER_NAME})
     if unknown:
-        raise ValueError(f"Unknown adapter names {unknown}; the model has {known} (and {BASE_ADAPTER!r} for none).")
+        raise ValueError(
+            f"Unknown adapter names {unknown}; the model has {known} (and {BASE_ADAPTER_NAME!r} for none)."
+        )
     return names
 
 

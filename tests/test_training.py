@@ -12,7 +12,7 @@ from transformers import Swin2SRConfig, Swin2SRForImageSuperResolution
 
 import peft_adaptir  # noqa: F401 - registers AdaptIR with peft
 from peft_adaptir import training
-from peft_adaptir.base_model import DEFAULT_BASE_DIR, load_base_model
+from peft_adaptir.base_model import load_base_model
 from peft_adaptir.checkpointing import latest_checkpoint, read_trainer_state
 from peft_adaptir.train_cli import add_train_arguments, run_train
 from peft_adaptir.training import TrainingConfig, TrainingDiverged, train
@@ -174,6 +174,3 @@ def test_models_and_settings_that_cannot_train_are_refused_by_name(base_dir, tmp
         _small_config(tmp_path, mixed_precision="fp8").validate()
     with pytest.raises(FileNotFoundError, match="no such folder"):
         load_base_model(str(tmp_path / "missing"))
-    if not (DEFAULT_BASE_DIR / "model.safetensors").is_file():
-        with pytest.raises(FileNotFoundError, match="Pass --base"):
-            load_base_model(None)
