@@ -232,3 +232,36 @@ def test_default_width_has_a_minimum_and_reduction():
     assert {m.adaptir_branch["default"].down.out_channels for m in model.modules() if isinstance(m, AdaptIRLayer)} == {
         4
     }
+
+
+class ChannelsLastNet(torch.nn.Module):
+    """SCUNet-style FFN on (B, H, W, C) feature maps."""
+
+    def __init__(self, dim: int = 12) -> None:
+        super().__init__()
+        self.embed = torch.nn.Conv2d(3, dim, 3, padding=1)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(dim, 2 * dim), torch.nn.GELU(), torch.nn.Linear(2 * dim, dim))
+        self.out = torch.nn.Conv2d(dim, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.embed(x).permute(0, 2, 3, 1)  # (B, H, W, C)
+        feats = feats + self.mlp(feats)
+        return x + self.out(feats.permute(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("layout", ["BHWC", None])
+def test_channels_last_layout(layout):
+    torch.manual_seed(0)
+    base, x = ChannelsLastNet().eval(), torch.rand(2, 3, 5, 7)
+    reference = base(x)
+    model = get_peft_model(base, AdaptIRConfig(target_modules=["mlp"], layout=layout)).eval()
+    assert torch.equal(model(x), reference)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "adaptir_branch" in name:
+                param.add_(0.1)
+    single = model(x)
+    assert not torch.allclose(single, reference)
+    mixed = model(x, adapter_names=["__base__", "default"])
+    torch.testing.assert_close(mixed[0], reference[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(mixed[1], single[1], rtol=0, atol=1e-6)
