@@ -71,19 +71,17 @@ class FrequencyAffine(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
+        shape = (1, -1, 1, 1)
         with torch.autocast(device_type=x.device.type, enabled=False):
             spectrum = torch.fft.rfft2(x.float(), norm="ortho")  # (B, h, H, W//2+1) complex64
-            amplitude = _channel_affine(spectrum.abs(), self.amp_fuse)
-            phase = _channel_affine(spectrum.angle(), self.pha_fuse)
+            amp_w, amp_b = self.amp_fuse.weight.float().view(shape), self.amp_fuse.bias.float().view(shape)
+            pha_w, pha_b = self.pha_fuse.weight.float().view(shape), self.pha_fuse.bias.float().view(shape)
+            amplitude = torch.addcmul(amp_b, spectrum.abs(), amp_w)  # a |F| + c, one kernel
+            phase = torch.addcmul(pha_b, spectrum.angle(), pha_w)  # s angle(F) + b
+            # not torch.polar: its backward assumes a non-negative amplitude, and a + c|F| can go negative
             spectrum = torch.complex(amplitude * torch.cos(phase), amplitude * torch.sin(phase))
             out = torch.fft.irfft2(spectrum, s=(height, width), norm="ortho").abs()  # (B, h, H, W)
         return out.to(x.dtype)
-
-
-def _channel_affine(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """x (B, h, ...) float32 -> x * scale_c + shift_c, with a depthwise 1x1 conv's weight and bias (float32)."""
-    shape = (1, -1) + (1,) * (x.dim() - 2)
-    return x * conv.weight.float().view(shape) + conv.bias.float().view(shape)
 
 
 class ChannelShift(nn.Module):
@@ -96,9 +94,19 @@ class ChannelShift(nn.Module):
         self.proj = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = self.compress(x).flatten(2).softmax(dim=-1)  # (B, 1, H*W)
-        pooled = (x.flatten(2) * weights.to(x.dtype)).sum(dim=-1)  # (B, h)
+        tokens = x.flatten(2)  # (B, h, H*W)
+        weights = _pointwise_to_one(self.compress, tokens).softmax(dim=-1)  # (B, 1, H*W)
+        # the softmax-weighted sum over positions as one batched matmul: (B, h, H*W) @ (B, H*W, 1)
+        pooled = torch.matmul(tokens, weights.to(tokens.dtype).transpose(1, 2)).squeeze(-1)  # (B, h)
         return self.proj(pooled)  # (B, h)
+
+
+def _pointwise_to_one(conv: nn.Conv2d, tokens: torch.Tensor) -> torch.Tensor:
+    """A 1x1 conv h -> 1 applied to tokens (B, h, N) as a matmul: (B, 1, N). Avoids the slow CPU conv path."""
+    weight, bias = conv.weight.view(1, 1, -1), conv.bias
+    if torch.is_autocast_enabled(tokens.device.type):
+        return torch.matmul(weight, tokens) + bias.to(torch.get_autocast_dtype(tokens.device.type))
+    return torch.matmul(weight.to(tokens.dtype), tokens) + bias.to(tokens.dtype)
 
 
 class CrossGates(nn.Module):
@@ -119,9 +127,12 @@ class CrossGates(nn.Module):
             nn.init.zeros_(conv.bias)
 
     def forward(self, local: torch.Tensor, frequency: torch.Tensor) -> torch.Tensor:
-        channel_gate = torch.sigmoid(self.channel_interaction(frequency))  # (B, h, 1, 1)
-        spatial_gate = torch.sigmoid(self.spatial_interaction(local))  # (B, 1, H, W)
-        return channel_gate * local + spatial_gate * frequency  # (B, h, H, W)
+        _, squeeze, act, excite = self.channel_interaction
+        hidden = F.linear(frequency.mean(dim=(2, 3)), squeeze.weight.flatten(1), squeeze.bias)  # (B, h//8)
+        channel_gate = torch.sigmoid(F.linear(act(hidden), excite.weight.flatten(1), excite.bias))  # (B, h)
+        spatial_gate = torch.sigmoid(_pointwise_to_one(self.spatial_interaction, local.flatten(2)))  # (B, 1, H*W)
+        spatial_gate = spatial_gate.view(local.shape[0], 1, *local.shape[2:])  # (B, 1, H, W)
+        return torch.addcmul(spatial_gate * frequency, channel_gate[:, :, None, None], local)  # (B, h, H, W)
 
 
 class AdaptIRBranch(nn.Module):
@@ -160,9 +171,16 @@ class AdaptIRBranch(nn.Module):
             nn.init.zeros_(self.up.weight)  # the adapted model starts as the base model, bit for bit
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.down(x)  # (B, h, H, W)
+        # Token models hand over a channels-last view (B, C, H, W) of (B, N, C) tokens: there the 1x1 projections
+        # run as Linear layers on the (B, H, W, C) view, with no copy of the wide input and no slow strided conv.
+        channels_last = x.dim() == 4 and not x.is_contiguous() and x.permute(0, 2, 3, 1).is_contiguous()
+        if channels_last:
+            x = F.linear(x.permute(0, 2, 3, 1), self.down.weight.flatten(1), self.down.bias)  # (B, H, W, h)
+            x = x.permute(0, 3, 1, 2).contiguous()  # (B, h, H, W): the narrow branch works channels-first
+        else:
+            x = self.down(x)  # (B, h, H, W)
         if self.norm is None:
-            return self.up(F.relu(x))  # plain bottleneck
+            return self._up(F.relu(x), channels_last)  # plain bottleneck
         x = self.norm(x)
         local = self.local(x) if self.local is not None else None
         frequency = self.frequency(x) if self.frequency is not None else None
@@ -170,9 +188,18 @@ class AdaptIRBranch(nn.Module):
         if self.gates is not None:
             fused = channel * self.gates(local, frequency)
         else:
-            parts = [p for p in (local, frequency, None if channel is None else channel * x) if p is not None]
-            fused = torch.stack(parts).sum(0) if len(parts) > 1 else parts[0]
-        return self.up(fused)  # (B, C, H, W)
+            fused = local if local is not None else frequency
+            if local is not None and frequency is not None:
+                fused = local + frequency
+            if channel is not None:
+                fused = channel * x if fused is None else torch.addcmul(fused, channel, x)
+        return self._up(fused, channels_last)  # (B, C, H, W)
+
+    def _up(self, fused: torch.Tensor, channels_last: bool) -> torch.Tensor:
+        """(B, h, H, W) -> (B, C, H, W); a channels-last view (from a Linear) when the input was one."""
+        if channels_last:
+            return F.linear(fused.permute(0, 2, 3, 1), self.up.weight.flatten(1)).permute(0, 3, 1, 2)
+        return self.up(fused)
 
 
 def validate_branch_options(
