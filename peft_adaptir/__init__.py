@@ -11,8 +11,10 @@ register()
 
 from .hub import AdapterHubError, enable_card_on_push, load_adapters, push_adapter  # noqa: E402
 from .inference import restore  # noqa: E402
+from .load_guard import AdapterMismatchError, install_load_guard  # noqa: E402
 
 enable_card_on_push()
+install_load_guard()
 
 __version__ = "0.1.0"
 
@@ -24,6 +26,7 @@ __all__ = [
     "AdaptIRConfig",
     "AdaptIRLayer",
     "AdaptIRModel",
+    "AdapterMismatchError",
     "AdapterHubError",
     "Preset",
     "enable_card_on_push",

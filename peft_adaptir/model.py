@@ -115,6 +115,15 @@ class AdaptIRModel(BaseTuner):
             return f"{head}{BRANCH_CONTAINER}.{tail}"
         return super()._remove_adapter_name_from_key(key, adapter_name)
 
+    @classmethod
+    def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
+        """peft's key mapping, then a check that the file fits this model (see load_guard)."""
+        from .load_guard import check_adapter_fits  # noqa: PLC0415 - load_guard imports peft's PeftModel
+
+        remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
+        check_adapter_fits(model, adapter_name, remapped, config.base_model_name_or_path)
+        return remapped
+
     def _check_merge_allowed(self) -> None:
         raise ValueError(
             "merge_and_unload() is not possible with AdaptIR: the branch is nonlinear (BatchNorm, FFT amplitude and "
