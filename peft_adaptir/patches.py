@@ -72,7 +72,27 @@ def _crop_and_flip(
     return [dihedral(im[:, top : top + patch_size, left : left + patch_size], k) for im in images]
 
 
-class PatchPairs(torch.utils.data.Dataset):
+class _SeededPatches(torch.utils.data.Dataset):
+    """Items drawn from ``(seed, epoch, index)`` alone, so runs are reproducible and resumable."""
+
+    seed: int
+    length: int
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch: items differ between epochs, deterministically."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _generator(self, index: int) -> torch.Generator:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} items.")
+        return torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, index))
+
+
+class PatchPairs(_SeededPatches):
     """Training pairs ``(degraded, clean)``, each ``(3, P, P)`` float32 in [0, 1], degraded on the fly.
 
     ``images``: a Dataset with an ``image_column`` (see :func:`peft_adaptir.data.load_image_dataset`) or a list of PIL
@@ -98,26 +118,15 @@ class PatchPairs(torch.utils.data.Dataset):
         self.degradation = get_task(task) if isinstance(task, str) else task
         self.patch_size, self.seed, self.augment = patch_size, seed, augment
         self.length = len(self.images) if length is None else length
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch: items differ between epochs, deterministically."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.length
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} items.")
-        generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, index))
-        image = self.images[index % len(self.images)].float() / 255.0
-        (clean,) = _crop_and_flip([image], self.patch_size, self.augment, generator)
-        clean = clean.contiguous()
+        generator = self._generator(index)
+        (patch,) = _crop_and_flip([self.images[index % len(self.images)]], self.patch_size, self.augment, generator)
+        clean = (patch.float() / 255.0).contiguous()  # crop the uint8 photo first: only the patch is converted
         return self.degradation(clean, generator), clean
 
 
-class PairedFolderPatches(torch.utils.data.Dataset):
+class PairedFolderPatches(_SeededPatches):
     """Training pairs from real degraded / clean photos (:func:`peft_adaptir.data.load_paired_folders`).
 
     The same crop and flip/rotation on both images of a pair, from ``(seed, epoch, index)``; both must have the same
@@ -140,18 +149,9 @@ class PairedFolderPatches(torch.utils.data.Dataset):
         _check_size(self.clean, names, patch_size)
         self.names, self.patch_size, self.seed, self.augment = names, patch_size, seed, augment
         self.length = len(self.clean) if length is None else length
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.length
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} items.")
-        generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, index))
+        generator = self._generator(index)
         i = index % len(self.clean)
         degraded, clean = _crop_and_flip([self.degraded[i], self.clean[i]], self.patch_size, self.augment, generator)
         return degraded.float() / 255.0, clean.float() / 255.0
