@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from hub_server import LocalHub
+from tiny_models import tiny_swin2sr_config
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
@@ -24,21 +25,9 @@ TOKEN = "hf_adaptir_test_token"
 
 def tiny_base(state_dict_path: str | os.PathLike | None = None) -> torch.nn.Module:
     """The tiny scale-1 Swin2SR restorer; (B, 3, H, W) in, ``.reconstruction`` (B, 3, H, W) out."""
-    from transformers import Swin2SRConfig, Swin2SRForImageSuperResolution
+    from transformers import Swin2SRForImageSuperResolution
 
-    cfg = Swin2SRConfig(
-        image_size=16,
-        patch_size=1,
-        num_channels=3,
-        embed_dim=16,
-        depths=[2],
-        num_heads=[2],
-        window_size=4,
-        mlp_ratio=2.0,
-        upscale=1,
-        upsampler="",
-        img_range=1.0,
-    )
+    cfg = tiny_swin2sr_config(image_size=16, depths=[2], num_heads=[2])
     torch.manual_seed(0)
     model = Swin2SRForImageSuperResolution(cfg).eval()
     if state_dict_path is not None:

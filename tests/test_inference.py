@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from peft import get_peft_model
 from PIL import Image
 from skimage import data
+from tiny_models import tiny_swin2sr_config
 from torch import nn
-from transformers import Swin2SRConfig, Swin2SRForImageSuperResolution
+from transformers import Swin2SRForImageSuperResolution
 
 from peft_adaptir import AdaptIRConfig  # importing peft_adaptir registers AdaptIR with peft
 from peft_adaptir.inference import restore
@@ -50,18 +51,8 @@ class TinyUpsampler(nn.Module):
 
 
 def tiny_swin2sr(upscale: int = 1) -> Swin2SRForImageSuperResolution:
-    cfg = Swin2SRConfig(
-        image_size=32,
-        patch_size=1,
-        num_channels=3,
-        embed_dim=16,
-        depths=[2],
-        num_heads=[2],
-        window_size=4,
-        mlp_ratio=2.0,
-        upscale=upscale,
-        upsampler="" if upscale == 1 else "pixelshuffledirect",
-        img_range=1.0,
+    cfg = tiny_swin2sr_config(
+        depths=[2], num_heads=[2], upscale=upscale, upsampler="" if upscale == 1 else "pixelshuffledirect"
     )
     torch.manual_seed(0)
     model = Swin2SRForImageSuperResolution(cfg).eval()

@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from transformers import Swin2SRConfig, Swin2SRForImageSuperResolution
+from tiny_models import tiny_swin2sr_config
+from transformers import Swin2SRForImageSuperResolution
 
 import peft_adaptir  # noqa: F401 - registers AdaptIR with peft
 from peft_adaptir import training
@@ -21,10 +22,8 @@ from peft_adaptir.training_data import check_batch, check_model_fits
 
 def _tiny_swin2sr(**overrides) -> Swin2SRForImageSuperResolution:
     torch.manual_seed(0)
-    kwargs = dict(image_size=32, patch_size=1, num_channels=3, embed_dim=16, depths=[2], num_heads=[2], window_size=4)
-    kwargs.update(mlp_ratio=2.0, upscale=1, upsampler="", img_range=1.0)
-    kwargs.update(overrides)
-    return Swin2SRForImageSuperResolution(Swin2SRConfig(**kwargs)).eval()
+    config = tiny_swin2sr_config(**{"depths": [2], "num_heads": [2], **overrides})
+    return Swin2SRForImageSuperResolution(config).eval()
 
 
 @pytest.fixture(scope="module")
