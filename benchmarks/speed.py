@@ -101,7 +101,7 @@ def build_methods(base: torch.nn.Module, with_reference: bool) -> tuple[dict[str
     info = {name: {"trainable_params": trainable(m)} for name, m in models.items()}
     info["lora"]["rank"] = lora_cfg.r
     if with_reference:
-        for name in ("bottleneck", "sum", "gated"):
+        for name in ("bottleneck", "gated"):
             models[f"{name}_reference"] = models[name]  # same weights, run under reference_forward()
             info[f"{name}_reference"] = dict(info[name])
     return models, info
@@ -313,7 +313,7 @@ def plan(args: argparse.Namespace, device: str) -> list[dict[str, Any]]:
                      batch=1, extras=True, reference=True)]  # fmt: skip
     if device == "cpu":
         return [
-            dict(shape="lightweight", train_size=64, infer_size=128, precisions=["fp32", "bf16"], repeats=args.repeats,
+            dict(shape="lightweight", train_size=48, infer_size=128, precisions=["fp32", "bf16"], repeats=args.repeats,
                  warmup=1, batch=1, extras=True, reference=True),
             dict(shape="classical", train_size=32, infer_size=64, precisions=["fp32"], repeats=args.repeats,
                  warmup=1, batch=1, extras=False, reference=True),
@@ -338,13 +338,13 @@ def markdown(results: dict[str, Any]) -> str:
         for name, info in run["methods"].items():
             cells = [name, str(info["trainable_params"])]
             for p in run["precisions"]:
-                t = run["training"][p].get(name, {})
-                i = run["inference"][p].get(name, {})
+                t = run["training"].get(p, {}).get(name, {})
+                i = run["inference"].get(p, {}).get(name, {})
                 cells += [f"{t.get('median_s', float('nan')):.3f}"] + [
                     f"{t.get(f'ratio_vs_{b}', float('nan')):.3f}" for b in ("bottleneck", "full", "lora")
                 ]
                 cells += [f"{i.get('median_s', float('nan')):.3f}", f"{i.get('ratio_vs_base', float('nan')):.3f}"]
-            t = run["training"][run["precisions"][0]].get(name, {})
+            t = run["training"].get(run["precisions"][0], {}).get(name, {})
             cells.append(f"{t.get('saved_activations_mib', float('nan')):.1f}")
             lines.append("| " + " | ".join(cells) + " |")
         if "multi_adapter" in run:
@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="tiny shapes, seconds-scale (smoke test)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for JSON, table, profile")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats on CPU (median is reported)")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats on CPU (median is reported)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: robust on a shared machine)")
     parser.add_argument("--shapes", nargs="*", default=None, help="restrict to these shapes")
     args = parser.parse_args(argv)
@@ -403,6 +403,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     run["inference"][precision] = bench_inference(
                         base, models, x_infer, precision, device, item["repeats"], item["warmup"]
                     )
+                    save(args.out, results, run)
                     print(f"[{item['shape']}/{device}/{precision}] done at {time.perf_counter() - started:.0f} s",
                           flush=True)  # fmt: skip
                 if item["extras"]:
@@ -413,11 +414,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 run["wall_s"] = time.perf_counter() - started
                 results["runs"].append(run)
                 print(f"[{item['shape']}/{device}] {run['wall_s']:.0f} s", flush=True)
-    tag = "quick" if args.quick else "full"
-    (args.out / f"speed_{tag}.json").write_text(json.dumps(results, indent=1, default=str))
-    (args.out / f"speed_{tag}.md").write_text(markdown(results))
+    save(args.out, results)
     print(markdown(results))
     return results
+
+
+def save(out_dir: Path, results: dict[str, Any], partial_run: dict[str, Any] | None = None) -> None:
+    """Write the JSON and the markdown tables; with ``partial_run``, include a run still in progress."""
+    snapshot = {**results, "runs": results["runs"] + ([partial_run] if partial_run else [])}
+    tag = "quick" if results["meta"]["quick"] else "full"
+    (out_dir / f"speed_{tag}.json").write_text(json.dumps(snapshot, indent=1, default=str))
+    (out_dir / f"speed_{tag}.md").write_text(markdown(snapshot))
 
 
 if __name__ == "__main__":

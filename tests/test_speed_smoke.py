@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
-METHODS = {"full", "bottleneck", "sum", "gated", "lora", "bottleneck_reference", "sum_reference", "gated_reference"}
+METHODS = {"full", "bottleneck", "sum", "gated", "lora", "bottleneck_reference", "gated_reference"}
 
 
 def test_quick_speed_run_writes_expected_report(tmp_path: Path) -> None:
