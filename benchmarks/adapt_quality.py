@@ -42,8 +42,8 @@ TASKS = ("sr2-noise30", "derain-heavy", "low-light", "denoise-50")
 PROFILES = {
     "smoke": dict(steps=2, batch_size=2, patch_size=16, eval_crop=32, peft_lrs=[2e-3], full_lrs=[2e-4],
                   workers=0, threads=1, base="tiny-random"),
-    "quick": dict(steps=80, batch_size=4, patch_size=32, eval_crop=192, peft_lrs=[1e-3, 4e-3],
-                  full_lrs=[1e-4, 4e-4], workers=2, threads=1, base="default"),
+    "quick": dict(steps=64, batch_size=4, patch_size=32, eval_crop=160, peft_lrs=[2e-3, 6e-3],
+                  full_lrs=[2e-4, 6e-4], workers=2, threads=1, base="default"),
     "full": dict(steps=1000, batch_size=8, patch_size=48, eval_crop=256, peft_lrs=[5e-4, 1e-3, 2e-3],
                  full_lrs=[5e-5, 1e-4, 2e-4], workers=0, threads=None, base="default"),
 }  # fmt: skip

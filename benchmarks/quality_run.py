@@ -8,7 +8,10 @@ Images are ``(B, 3, H, W)`` float in [0, 1] throughout.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
+import gc
 import math
 import os
 import resource
@@ -85,6 +88,11 @@ def _reset_peak_memory(device: torch.device) -> tuple[str, int | None]:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         return "cuda_max_allocated", torch.cuda.memory_allocated(device)
+    gc.collect()
+    try:  # hand memory freed by earlier runs in this worker back to the OS, so that it is not counted as "start"
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
     try:  # Linux: writing 5 resets the process's peak RSS (VmHWM) to its current RSS
         Path("/proc/self/clear_refs").write_text("5")
         return "vm_hwm", _rss_bytes("VmRSS")
