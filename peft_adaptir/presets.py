@@ -64,6 +64,23 @@ PRESETS: dict[str, Preset] = {
             class_names=("NAFNet",),
             description="NAFNet-style conv FFN: conv4 -> gate -> conv5 on (B, C, H, W) feature maps.",
         ),
+        Preset(
+            name="dat",
+            target_modules=("ffn",),
+            layout="BNC",
+            grid_argument="x_size",
+            class_names=("DAT",),
+            description="DAT: the `ffn` (SGFN, called as ffn(x, H, W)) of blocks called as `forward(x, x_size)`; "
+            "tokens (B, N, C).",
+        ),
+        Preset(
+            name="scunet",
+            target_modules=("mlp",),
+            layout="BHWC",
+            class_names=("SCUNet",),
+            description="SCUNet: the `mlp` of each Swin block, on channels-last maps (B, H, W, C) of the block's "
+            "transformer half.",
+        ),
     )
 }
 
