@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -49,9 +50,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, object]:
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        what = f"the global {found.group(1)!r}" if found else "objects other than tensors and plain containers"
         raise UnsafeCheckpointError(
-            f"Refused to load {path.name!r}: it is a pickle that references objects other than tensors and plain "
-            f"containers, which could run code on loading ({err}). Only weights-only checkpoints are read; re-save "
+            f"Refused to load {path.name!r}: the pickle references {what}, which could run code on loading. Only "
+            "weights-only checkpoints (tensors in plain containers) are read; re-save "
             "the state dict (torch.save(model.state_dict(), ...)) or convert it to .safetensors from a trusted "
             "environment."
         ) from None
