@@ -369,6 +369,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats on CPU (median is reported)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: robust on a shared machine)")
     parser.add_argument("--shapes", nargs="*", default=None, help="restrict to these shapes")
+    parser.add_argument("--precisions", nargs="*", default=None, help="restrict to these precisions (fp32, bf16)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -389,6 +390,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for item in plan(args, device):
                 if args.shapes and item["shape"] not in args.shapes:
                     continue
+                if args.precisions:
+                    item["precisions"] = [p for p in item["precisions"] if p in args.precisions]
                 started = time.perf_counter()
                 base = build_base(item["shape"], device)
                 models, info = build_methods(base, item["reference"])
