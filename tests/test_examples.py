@@ -28,6 +28,15 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TASKS = ("derain-heavy", "denoise-50")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a shared 2-core machine, more threads contend and run many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def load_example(name: str):
     """Import ``examples/<name>.py`` as a module (its ``main`` is not run)."""
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
