@@ -26,11 +26,10 @@ def load_base_model(spec: str | os.PathLike | None = None) -> nn.Module:
 
     spec = str(default_base_path()) if spec is None else os.fspath(spec)
     path = Path(spec).expanduser()
-    if path.is_file():
-        raise ValueError(
-            f"--base {spec} is a file; give a folder with config.json and model weights (save_pretrained) or a "
-            "transformers model id. Single-file checkpoints (.pth) are not supported yet."
-        )
+    if path.is_file():  # a .pth / .safetensors checkpoint of a spandrel-supported architecture
+        from .spandrel_support import base_model_from_checkpoint
+
+        return base_model_from_checkpoint(path)
     if spec.startswith(_PATH_PREFIXES) and not path.exists():
         raise FileNotFoundError(f"--base {spec}: no such folder.")
     try:

@@ -140,7 +140,8 @@ def _size_multiple(model: nn.Module, size_multiple: int | None) -> int:
     config = getattr(base, "config", None)
     if getattr(config, "model_type", None) == "swin2sr":
         return int(config.window_size)
-    return 1
+    stored = getattr(base, "adaptir_size_multiple", None)  # set for spandrel-loaded bases
+    return 1 if stored is None else int(stored)
 
 
 def _tile_size(tile_size: int | None, multiple: int, items: list[ImageItem]) -> int:
