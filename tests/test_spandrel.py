@@ -223,3 +223,18 @@ def test_a_pth_that_runs_code_is_refused_and_runs_nothing(tmp_path):
     torch.load(path, weights_only=False)
     assert marker.read_text() == "ran"
     os.remove(marker)
+
+
+def test_cli_base_from_a_pth_file_restores_whole_images(tmp_path):
+    """`--base model.pth` goes through load_base_model; restore() pads to the model's size multiple."""
+    from peft_adaptir import restore
+    from peft_adaptir.base_model import load_base_model
+
+    _saved_and_loaded(_swinir, tmp_path)
+    base = load_base_model(tmp_path / "model.pth")
+    base.adaptir_size_multiple = 4  # as a descriptor with multiple_of=4 would set it
+    reference = restore(base, torch.rand(3, 10, 14, generator=torch.Generator().manual_seed(0)))
+    model = get_peft_model(base, adaptir_config_for(base))
+    image = torch.rand(3, 10, 14, generator=torch.Generator().manual_seed(0))
+    out = restore(model, image)
+    assert out.shape == reference.shape and torch.equal(out, reference)
