@@ -12,7 +12,7 @@ The shipped base (``peft_adaptir/assets/default_base``) was made by the command 
     python examples/pretrain_base.py --steps 1000 --batch-size 8 --patch-size 48 --embed-dim 32 --depths 4 4 \\
         --heads 4 4 --window-size 8 --lr 1e-3 --seed 0 --threads 1 --output peft_adaptir/assets/default_base
 
-On a shared 2-core CPU that took about 35 minutes (about 2 s per step with one thread; several torch threads on an
+On a shared 2-core CPU that took 43 minutes (about 2.6 s per step with one thread; several torch threads on an
 oversubscribed CPU were ten times slower). The defaults below are the shipped base's settings.
 """
 
