@@ -139,7 +139,9 @@ def train(base_model: nn.Module, config: TrainingConfig) -> TrainingResult:
         train_set, val_set = build_datasets(config, window, start, accelerator.num_processes)
     loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, num_workers=config.num_workers)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    # foreach: one multi-tensor update for the adapter's many small tensors (the per-tensor loop was the largest
+    # share of AdaptIR's extra step time in the CPU profile, benchmarks/results/profile_lightweight_cpu.txt)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, accelerator.num_processes))
     model.train()
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
