@@ -102,6 +102,7 @@ def image_grid(
             label = LABELS.get(column, column)
             ax.set_title(label if score is None else f"{label}\n{score:.2f} dB", fontsize=7)
         row[0].set_ylabel(task, fontsize=8)
+    fig.suptitle("one held-out photo; dB: mean PSNR RGB over all held-out photos", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
