@@ -132,7 +132,7 @@ def run_all(jobs: list[Job], workers: int) -> list[dict]:
 
     def report(result: dict) -> None:
         results.append(result)
-        lr = f" lr {result['lr']:.0e}" if result["method"] in TRAINED else ""
+        lr = f" lr {result['lr']:.1e}" if result["method"] in TRAINED else ""
         extra = f", {1000 * result['step_time_s']:.0f} ms/step" if "step_time_s" in result else ""
         print(f"[{len(results)}/{len(jobs)} {time.perf_counter() - start:6.0f}s] {result['task']:<13} "
               f"{result['method']:<14}{lr}: PSNR {result['psnr_rgb']:.2f} dB{extra}", flush=True)  # fmt: skip

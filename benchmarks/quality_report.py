@@ -37,7 +37,7 @@ def markdown_table(best: dict[str, dict[str, dict]], methods: list[str]) -> str:
         for m in methods:
             r = by_method[m]
             trained = r.get("step_time_s") is not None
-            lr = f"{r['lr']:.0e}" if trained else "-"
+            lr = f"{r['lr']:.1e}" if trained else "-"
             params = f"{r['trainable']:,}" if "trainable" in r else "-"
             pct = f"{r['trainable_pct']:.2f}%" if "trainable_pct" in r else "-"
             step = f"{1000 * r['step_time_s']:.0f} ms" if trained else "-"
