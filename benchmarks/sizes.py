@@ -1,6 +1,6 @@
 """AdaptIR's parameter count and share of the base on transformers' Swin2SR shapes (random weights, no download).
 
-    python benchmarks/sizes.py            # prints a markdown table (used in the README)
+python benchmarks/sizes.py            # prints a markdown table (used in the README)
 """
 
 from __future__ import annotations
