@@ -4,33 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from peft import get_peft_model
 from PIL import Image
 from skimage import data as skimage_data
-from tiny_models import tiny_swin2sr_config
+from tiny_models import save_base_and_adapters
 
 import peft_adaptir  # noqa: F401
-from peft_adaptir import AdaptIRConfig, restore
+from peft_adaptir import restore
 from peft_adaptir.cli import main
 
 
 @pytest.fixture(scope="module")
 def saved_models(tmp_path_factory):
-    from transformers import Swin2SRForImageSuperResolution
 
     root = tmp_path_factory.mktemp("cli")
-    torch.manual_seed(0)
-    base = Swin2SRForImageSuperResolution(tiny_swin2sr_config())
-    base.save_pretrained(root / "base")
-    for seed, task in enumerate(("derain", "denoise"), start=1):
-        model = get_peft_model(Swin2SRForImageSuperResolution.from_pretrained(root / "base"), AdaptIRConfig())
-        generator = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                if "adaptir_branch" in name:
-                    param.add_(0.5 * torch.randn(param.shape, generator=generator))
-        model.save_pretrained(root / task)
+    save_base_and_adapters(root, ("derain", "denoise"))
     photo = skimage_data.chelsea()  # a real photo, 300 x 451
     Image.fromarray(photo[:30, :46]).save(root / "a.png")
     Image.fromarray(photo[100:124, 200:236]).save(root / "b.png")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from peft import get_peft_model
 from safetensors.torch import load_file
-from tiny_models import PLACEMENT, build, output_of
+from tiny_models import PLACEMENT, build, output_of, perturb
 
 import peft_adaptir  # noqa: F401  (registers the method)
 from peft_adaptir import AdaptIRConfig, AdaptIRLayer
@@ -28,15 +28,6 @@ def adapted(kind: str, fusion: str, seed: int = 0, **config_kwargs):
     reference = output_of(base, x).detach()
     config = AdaptIRConfig(fusion=fusion, **PLACEMENT[kind], **config_kwargs)
     return get_peft_model(base, config), x, reference
-
-
-def perturb(model, adapter_name: str = "default", seed: int = 1) -> None:
-    """Give an adapter non-trivial weights (its up-projection starts at zero)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if f"adaptir_branch.{adapter_name}." in name and param.is_floating_point():
-                param.add_(0.05 * torch.randn(param.shape, generator=generator))
 
 
 def train_steps(model, x, steps: int = 2) -> None:
@@ -78,6 +69,7 @@ def test_only_adapter_parameters_train_and_output_moves(kind, fusion):
 
 SUBPROCESS_LOAD = """
 import sys, torch
+torch.set_num_threads({threads})  # as in this process, so float reductions run in the same order
 sys.path.insert(0, {tests_dir!r})
 import peft_adaptir
 from peft import PeftModel
@@ -104,7 +96,9 @@ def test_save_load_round_trip_in_fresh_process(tmp_path):
         assert any(k.endswith("norm.running_mean") for k in saved)
         assert json.loads((adapter_dir / "adapter_config.json").read_text())["peft_type"] == "ADAPTIR"
 
-    script = SUBPROCESS_LOAD.format(tests_dir=str(Path(__file__).parent), cases=CASES, root=str(tmp_path))
+    script = SUBPROCESS_LOAD.format(
+        tests_dir=str(Path(__file__).parent), cases=CASES, root=str(tmp_path), threads=torch.get_num_threads()
+    )
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=300)
     for kind, fusion in CASES:
         assert torch.equal(torch.load(tmp_path / f"{kind}-{fusion}.pt"), expected[kind, fusion]), (kind, fusion)

@@ -59,15 +59,6 @@ def _check(expected: str, *values) -> None:
     assert text == expected, f"the docs say {expected!r}, the code prints {text!r}"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine, more threads contend and run many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_default_base():
     from transformers import Swin2SRForImageSuperResolution
 

@@ -15,26 +15,17 @@ import numpy as np
 import pytest
 import torch
 from hub_fixtures import TOKEN, hub, hub_client  # noqa: F401 - fixtures
-from peft import PeftModel, get_peft_model
+from peft import PeftModel
 from PIL import Image
-from tiny_models import tiny_swin2sr_config
+from tiny_models import save_base_and_adapters
 
 import peft_adaptir
-from peft_adaptir import AdaptIRConfig, restore
+from peft_adaptir import restore
 from peft_adaptir.data import load_skimage_photos
 from peft_adaptir.metrics import calculate_psnr
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TASKS = ("derain-heavy", "denoise-50")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine, more threads contend and run many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def load_example(name: str):
@@ -48,19 +39,9 @@ def load_example(name: str):
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """A tiny saved scale-1 Swin2SR base and two perturbed (so not identity) adapters named after tasks."""
-    from transformers import Swin2SRForImageSuperResolution
 
     root = tmp_path_factory.mktemp("examples")
-    torch.manual_seed(0)
-    Swin2SRForImageSuperResolution(tiny_swin2sr_config()).save_pretrained(root / "base")
-    for seed, task in enumerate(TASKS, start=1):
-        model = get_peft_model(Swin2SRForImageSuperResolution.from_pretrained(root / "base"), AdaptIRConfig())
-        generator = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                if "adaptir_branch" in name:
-                    param.add_(0.5 * torch.randn(param.shape, generator=generator))
-        model.save_pretrained(root / task)
+    save_base_and_adapters(root, TASKS)
     return root
 
 

@@ -163,3 +163,27 @@ PLACEMENT = {
     "sequence": dict(target_modules=["linear1"], span_end="linear2", layout="NBC", grid_size=[4, 4]),
     "swin2sr": dict(),
 }
+
+
+def perturb(model: nn.Module, adapter_name: str = "default", seed: int = 1, scale: float = 0.05) -> None:
+    """Give an adapter non-trivial weights (its up-projection starts at zero): add seeded noise to its parameters."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if f"adaptir_branch.{adapter_name}." in name:
+                param.add_(scale * torch.randn(param.shape, generator=generator))
+
+
+def save_base_and_adapters(root, tasks) -> None:
+    """A tiny scale-1 Swin2SR saved to ``root/base`` and one perturbed AdaptIR adapter per task in ``root/<task>``."""
+    from peft import get_peft_model
+    from transformers import Swin2SRForImageSuperResolution
+
+    from peft_adaptir import AdaptIRConfig
+
+    torch.manual_seed(0)
+    Swin2SRForImageSuperResolution(tiny_swin2sr_config()).save_pretrained(root / "base")
+    for seed, task in enumerate(tasks, start=1):
+        model = get_peft_model(Swin2SRForImageSuperResolution.from_pretrained(root / "base"), AdaptIRConfig())
+        perturb(model, seed=seed, scale=0.5)
+        model.save_pretrained(root / task)
