@@ -238,3 +238,22 @@ def test_cli_base_from_a_pth_file_restores_whole_images(tmp_path):
     image = torch.rand(3, 10, 14, generator=torch.Generator().manual_seed(0))
     out = restore(model, image)
     assert out.shape == reference.shape and torch.equal(out, reference)
+
+
+def test_spandrel_example_adapts_a_pth_checkpoint(tmp_path):
+    """examples/adapt_spandrel_checkpoint.py on a tiny SwinIR .pth: trains, saves a loadable adapter, writes images."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "adapt_spandrel_checkpoint.py"
+    spec = importlib.util.spec_from_file_location("adapt_spandrel_checkpoint", script)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    _saved_and_loaded(_swinir, tmp_path)
+    out = tmp_path / "run"
+    args = ["--checkpoint", str(tmp_path / "model.pth"), "--steps", "2", "--batch-size", "2", "--patch-size", "16"]
+    assert example.main([*args, "--output", str(out)]) == 0
+    assert (out / "before.png").is_file() and (out / "after.png").is_file()
+    base, _ = load_spandrel_base(tmp_path / "model.pth")
+    loaded = PeftModel.from_pretrained(base, out / "adapter")
+    assert any(isinstance(m, AdaptIRLayer) for m in loaded.modules())
