@@ -40,14 +40,15 @@ class AdaptIRModel(BaseTuner):
 
     def _prepare_adapter_config(self, peft_config: AdaptIRConfig, model_config: dict) -> AdaptIRConfig:
         """Fill targets, span, layout and grid source from the architecture's preset when none were given."""
-        if peft_config.target_modules is None:
-            preset = find_preset(model_config.get("model_type"), type(self.model).__name__)
-            if preset is None:
-                raise ValueError(
-                    f"No AdaptIR preset knows {type(self.model).__name__} (model_type="
-                    f"{model_config.get('model_type')!r}). Pass preset=... (one of {sorted(PRESETS)}) or "
-                    "target_modules=[...] with layout and a grid source in AdaptIRConfig."
-                )
+        preset = find_preset(model_config.get("model_type"), type(self.model).__name__)
+        if peft_config.target_modules is None and preset is None:
+            raise ValueError(
+                f"No AdaptIR preset knows {type(self.model).__name__} (model_type="
+                f"{model_config.get('model_type')!r}). Pass preset=... (one of {sorted(PRESETS)}) or "
+                "target_modules=[...] with layout and a grid source in AdaptIRConfig."
+            )
+        if preset is not None and peft_config.preset is None:
+            # explicit targets stay; the architecture's layout and grid source fill what was left open
             peft_config.apply_preset(preset)
             peft_config.validate()
         return peft_config

@@ -104,6 +104,14 @@ def test_swin2sr_preset_needs_no_arguments():
     assert len([m for m in model.modules() if isinstance(m, AdaptIRLayer)]) == 4
 
 
+def test_explicit_targets_on_a_known_architecture_take_its_layout_and_grid():
+    base, x = build("swin2sr")
+    model = get_peft_model(base, AdaptIRConfig(target_modules=["intermediate"], span_end="output", init_weights=False))
+    config = model.peft_config["default"]
+    assert (config.layout, config.grid_argument) == ("BNC", "input_dimensions")
+    assert output_of(model.eval(), x).shape == x.shape
+
+
 def test_swin2sr_grid_is_the_padded_non_square_size():
     """Swin2SR pads inside its embeddings; the adapter must use the padded (H, W) from `input_dimensions`."""
     from transformers import Swin2SRModel
