@@ -40,11 +40,13 @@ class AdaptIRModel(BaseTuner):
 
     def _prepare_adapter_config(self, peft_config: AdaptIRConfig, model_config: dict) -> AdaptIRConfig:
         """Fill targets, span, layout and grid source from the architecture's preset when none were given."""
-        preset = find_preset(model_config.get("model_type"), type(self.model).__name__)
+        # a plain module's `config` attribute may be anything (SCUNet keeps a list there): only a dict has a type
+        model_type = model_config.get("model_type") if isinstance(model_config, dict) else None
+        preset = find_preset(model_type, type(self.model).__name__)
         if peft_config.target_modules is None and preset is None:
             raise ValueError(
                 f"No AdaptIR preset knows {type(self.model).__name__} (model_type="
-                f"{model_config.get('model_type')!r}). Pass preset=... (one of {sorted(PRESETS)}) or "
+                f"{model_type!r}). Pass preset=... (one of {sorted(PRESETS)}) or "
                 "target_modules=[...] with layout and a grid source in AdaptIRConfig."
             )
         if preset is not None and peft_config.preset is None:
