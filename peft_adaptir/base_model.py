@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
+import torch
 from torch import nn
 
 from .default_base import default_base_path
 
-__all__ = ["load_base_model"]
+__all__ = ["load_base_model", "reconstruction"]
 
 _PATH_PREFIXES = ("/", "./", "../", "~")
 
@@ -45,3 +47,16 @@ def load_base_model(spec: str | os.PathLike | None = None) -> nn.Module:
     except (OSError, ValueError) as err:
         raise ValueError(f"Cannot load the weights of base model {spec!r} ({config.model_type}): {err}") from err
     return model.eval()
+
+
+def reconstruction(output: Any) -> torch.Tensor:
+    """The restored ``(B, 3, H, W)`` image in a model's output: the tensor itself or its ``.reconstruction``."""
+    if isinstance(output, torch.Tensor):
+        return output
+    image = getattr(output, "reconstruction", None)
+    if isinstance(image, torch.Tensor):
+        return image
+    raise TypeError(
+        f"The model returned a {type(output).__name__}; expected a (B, 3, H, W) tensor or an output with "
+        "`.reconstruction` (transformers image-restoration models)."
+    )

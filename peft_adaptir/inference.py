@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .base_model import reconstruction
 from .image_io import ImageItem, merge_channels, to_items
 from .layer import BASE_ADAPTER_NAME
 from .tiling import Canvas, Tile, pad_to_multiple, plan_tiles
@@ -192,19 +193,6 @@ def _model_prepared(
             param.requires_grad_(requires_grad)
 
 
-def _reconstruction(output: Any) -> torch.Tensor:
-    """The image tensor in a model's output: the tensor itself or its ``.reconstruction``."""
-    if isinstance(output, torch.Tensor):
-        return output
-    reconstruction = getattr(output, "reconstruction", None)
-    if isinstance(reconstruction, torch.Tensor):
-        return reconstruction
-    raise TypeError(
-        f"The model returned a {type(output).__name__}; expected a (B, 3, H, W) tensor or an output with "
-        "`.reconstruction` (transformers image-restoration models)."
-    )
-
-
 def _run(
     model: nn.Module,
     items: list[ImageItem],
@@ -232,7 +220,7 @@ def _run(
         )
         kwargs = {"adapter_names": [names[i] for i, _ in batch]} if names is not None else {}
         with torch.inference_mode():
-            output = _reconstruction(model(inputs, **kwargs))
+            output = reconstruction(model(inputs, **kwargs))
         scale = _check_scale(inputs, output, scale)
         output = output.to("cpu", torch.float32)  # a normal (non-inference) tensor from here on
         for (index, tile_), out in zip(batch, output):

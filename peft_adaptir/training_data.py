@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .base_model import reconstruction
 from .training_config import TrainingConfig
 
 __all__ = ["StepWindow", "build_datasets", "check_batch", "check_model_fits", "reconstruction"]
@@ -52,17 +53,6 @@ def build_datasets(
         items = PatchPairs(train_images, config.task, config.patch_size, seed=config.seed, length=total)
         val_set = EvalPairs(val_images, config.task, seed=config.seed, crop=config.val_crop, multiple=multiple)
     return StepWindow(items, start_step * per_step, total - start_step * per_step), val_set
-
-
-def reconstruction(output: Any) -> torch.Tensor:
-    """The restored ``(B, 3, H, W)`` image from a model output (a tensor or an object with ``.reconstruction``)."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if getattr(output, "reconstruction", None) is not None:
-        return output.reconstruction
-    raise TypeError(
-        f"The model returned {type(output).__name__}; expected a tensor or an output with .reconstruction."
-    )
 
 
 def check_model_fits(model: nn.Module, patch_size: int) -> int:
