@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from transformers import Swin2SRConfig, Swin2SRForImageSuperResolution
 
 from peft_adaptir.data import SKIMAGE_HELDOUT, SKIMAGE_TRAIN, load_skimage_photos
-from peft_adaptir.degradations import get_task_spec, list_tasks
+from peft_adaptir.degradations import RandomChoice, get_task, get_task_spec, list_tasks
 from peft_adaptir.metrics import psnr_batch
 from peft_adaptir.patches import EvalPairs, PatchPairs
 
@@ -50,6 +50,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mlp-ratio", type=float, default=2.0)
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
     parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--clip-grad", type=float, default=None, help="gradient-norm clip (default: none)")
+    parser.add_argument(
+        "--task-weights", type=float, nargs="+", default=None,
+        help=f"sampling weight of each pretraining task, in the order {' '.join(EVAL_TASKS)} (default: uniform)",
+    )  # fmt: skip
     parser.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (default: 5%% of --steps)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-crop", type=int, default=256, help="centre crop of each held-out photo for PSNR")
@@ -64,6 +69,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--embed-dim {args.embed_dim} must be divisible by every value of --heads {args.heads}.")
     if args.patch_size % args.window_size:
         parser.error(f"--patch-size {args.patch_size} must be a multiple of --window-size {args.window_size}.")
+    if args.task_weights is not None and (
+        len(args.task_weights) != len(EVAL_TASKS) or min(args.task_weights) < 0 or sum(args.task_weights) <= 0
+    ):
+        parser.error(
+            f"--task-weights needs {len(EVAL_TASKS)} numbers >= 0 ({', '.join(EVAL_TASKS)}), got {args.task_weights}."
+        )
     if args.steps < 1 or args.batch_size < 1:
         parser.error("--steps and --batch-size must be >= 1.")
     return args
@@ -112,10 +123,24 @@ def evaluate(model: Swin2SRForImageSuperResolution, args: argparse.Namespace) ->
     return results
 
 
+def pretraining_mixture(args: argparse.Namespace) -> RandomChoice:
+    """One of the pretraining tasks per sample, uniformly or by ``--task-weights``."""
+    return RandomChoice([get_task(task) for task in EVAL_TASKS], weights=args.task_weights)
+
+
+def mixture_text(args: argparse.Namespace) -> str:
+    """How the model card describes the task mixture."""
+    tasks = ", ".join(f"`{t}`" for t in EVAL_TASKS)
+    if args.task_weights is None:
+        return f"per sample, uniformly one of {tasks}"
+    weights = ", ".join(f"`{t}` {w:g}" for t, w in zip(EVAL_TASKS, args.task_weights, strict=True))
+    return f"per sample, one of the pretraining tasks drawn with weights {weights}"
+
+
 def train(model: Swin2SRForImageSuperResolution, args: argparse.Namespace) -> float:
     """Full fine-tuning on the pretraining mixture; returns the mean L1 loss of the last 10% of steps."""
     dataset = PatchPairs(
-        load_skimage_photos("train"), "pretrain", patch_size=args.patch_size, seed=args.seed,
+        load_skimage_photos("train"), pretraining_mixture(args), patch_size=args.patch_size, seed=args.seed,
         length=args.steps * args.batch_size,
     )  # fmt: skip
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
@@ -128,6 +153,8 @@ def train(model: Swin2SRForImageSuperResolution, args: argparse.Namespace) -> fl
         loss = F.l1_loss(model(degraded).reconstruction, clean)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if args.clip_grad:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
         optimizer.step()
         scheduler.step()
         window.append(loss.item())
@@ -184,11 +211,11 @@ mlp_ratio {args.mlp_ratio}, patch_size 1, upscale 1, upsampler "" (residual: inp
 
 - Data: the scikit-image TRAINING photos only ({", ".join(SKIMAGE_TRAIN)}); held out, never trained on:
   {", ".join(SKIMAGE_HELDOUT)}.
-- Degradations: per sample, uniformly one of {", ".join(f"`{t}`" for t in EVAL_TASKS)}
-  (`peft_adaptir.degradations` preset `pretrain`), seeded.
+- Degradations: {mixture_text(args)} (`peft_adaptir.degradations`), seeded.
 - {args.steps} steps, batch {args.batch_size}, random {args.patch_size}x{args.patch_size} crops with the 8
   flips/rotations; L1 loss; AdamW (lr {args.lr:g}, weight decay {args.weight_decay:g}), linear warm-up then cosine
-  decay; full training of all weights, seed {args.seed}.
+  decay{f", gradient-norm clip {args.clip_grad:g}" if args.clip_grad else ""}; full training of all weights,
+  seed {args.seed}.
 - Wall time: {seconds / 60:.1f} min on CPU ({torch.get_num_threads()} threads); final L1 (last 10% of steps)
   {loss:.4f}.
 
