@@ -89,7 +89,7 @@ def test_pretrain_script_writes_a_loadable_model_with_its_card(tmp_path: Path, c
     argv = [
         "--steps", "3", "--batch-size", "2", "--patch-size", "16", "--embed-dim", "8", "--depths", "1",
         "--heads", "2", "--window-size", "4", "--eval-crop", "32", "--seed", "3", "--threads", "1",
-        "--output", str(out),
+        "--task-weights", "1", "0", "2", "2", "--clip-grad", "0.5", "--output", str(out),
     ]  # fmt: skip
     script.main(argv)
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -105,6 +105,8 @@ def test_pretrain_script_writes_a_loadable_model_with_its_card(tmp_path: Path, c
     card = (out / "README.md").read_text()
     assert "python examples/pretrain_base.py " + " ".join(argv) in card
     assert f"**{sum(p.numel() for p in model.parameters()):,} parameters**" in card
+    assert "weights `denoise-15` 1, `denoise-25` 0, `derain-light` 2, `sr2` 2" in card
+    assert "gradient-norm clip 0.5" in card
     results = script.evaluate(model, script.parse_args(argv))  # the card's table is this model's PSNR
     assert set(results) == set(script.EVAL_TASKS) == {"denoise-15", "denoise-25", "derain-light", "sr2"}
     for task, psnr in results.items():
@@ -119,3 +121,19 @@ def test_pretrain_script_rejects_mismatched_depths_and_heads(capsys: pytest.Capt
     with pytest.raises(SystemExit):
         script.parse_args(["--depths", "4", "4", "--heads", "4", "--output", "x"])
     assert "same length" in capsys.readouterr().err
+
+
+def test_pretrain_script_task_weights_pick_the_tasks() -> None:
+    script = _load_script()
+    only_sr2 = script.pretraining_mixture(script.parse_args(["--task-weights", "0", "0", "0", "1", "--output", "x"]))
+    clean = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    expected = degrade(clean, "sr2", seed=0)  # x2 bicubic down and up: no randomness
+    assert torch.equal(only_sr2(clean, torch.Generator().manual_seed(5)), expected)
+
+
+@pytest.mark.parametrize("weights", [["1", "1"], ["1", "1", "-1", "1"], ["0", "0", "0", "0"]])
+def test_pretrain_script_rejects_bad_task_weights(weights: list[str], capsys: pytest.CaptureFixture) -> None:
+    script = _load_script()
+    with pytest.raises(SystemExit):
+        script.parse_args(["--task-weights", *weights, "--output", "x"])
+    assert "--task-weights needs 4 numbers >= 0" in capsys.readouterr().err
