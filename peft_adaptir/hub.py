@@ -30,6 +30,14 @@ from peft import PeftModel
 
 from .model_card import build_model_card
 
+try:  # huggingface_hub's HTTP client: the connection-level errors (refused, DNS, timeout) it raises as they are
+    from httpx2 import TransportError as _TransportError
+except ImportError:  # pragma: no cover - older huggingface_hub releases use httpx
+    try:
+        from httpx import TransportError as _TransportError
+    except ImportError:
+        _TransportError = OSError
+
 __all__ = ["AdapterHubError", "enable_card_on_push", "load_adapters", "push_adapter"]
 
 _TOKEN_HINT = "for a private repo, log in with `hf auth login`, set HF_TOKEN, or pass token="
@@ -86,6 +94,11 @@ def _upload(
         raise AdapterHubError(
             f"Could not push to {repo_id!r} on {api.endpoint}: {err}. Check that the token can write to that "
             f"namespace ({_TOKEN_HINT})."
+        ) from err
+    except (_TransportError, ConnectionError) as err:
+        raise AdapterHubError(
+            f"Could not reach the Hub at {api.endpoint} to push {repo_id!r} ({type(err).__name__}: {err}). Check the "
+            "network connection, a proxy, or HF_ENDPOINT; nothing was uploaded, the local adapter is unchanged."
         ) from err
     return commit.pr_url or commit.commit_url
 

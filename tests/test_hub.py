@@ -207,3 +207,16 @@ def test_push_to_hub_of_other_peft_methods_is_unchanged(hub_client, monkeypatch)
     model = get_peft_model(tiny_base(), LoraConfig(r=2, target_modules=["query"]))
     model.push_to_hub("alice/lora")
     assert ModelCard.load("alice/lora").data.library_name == "transformers"
+
+
+def test_push_to_an_unreachable_hub_names_the_endpoint(tmp_path, monkeypatch):
+    """No server listens on the port: the error names the endpoint and what to check, not a raw socket error."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    point_client_at(monkeypatch, endpoint, tmp_path / "hf_home")
+    model = make_adapters(tiny_base(), ["derain"])
+    with pytest.raises(AdapterHubError, match=r"Could not reach the Hub at http://127\.0\.0\.1:\d+ to push 'alice/x'"):
+        push_adapter(model, "alice/x", adapter_name="derain", token=TOKEN)
