@@ -2,7 +2,7 @@
 # GPU check for issue 9 / issue 4's benchmark. For a later session WITH a device machine (not runnable here).
 # Run from the repository root on the device, e.g. with the `run` tool:
 #   bash benchmarks/gpu_check.sh         (it writes under $OUT)
-# Needs: torch with CUDA, transformers, peft, the repo (pip install -e . or PYTHONPATH=.). ~6-8 minutes on an H100.
+# Needs: torch with CUDA, transformers, peft, the repo (pip install -e . or PYTHONPATH=.). ~8-10 minutes on an H100.
 set -u
 OUT="${OUT:-/tmp/gpu_check_out}"
 mkdir -p "$OUT"
@@ -61,7 +61,11 @@ print(json.dumps(out, indent=1)); json.dump(out, open(__import__("os").environ["
 PYEOF
 timeout 150 "$PY" "$OUT/gpu_checks.py" > "$OUT/gpu_checks.log" 2>&1; echo "gpu_checks rc=$?" | tee -a "$OUT/summary.txt"
 
-# 2. The speed benchmark on CUDA only (fp32 and bf16, both shapes, 256x256 inference), results + profiles under $OUT.
+# 2. torch.compile on CUDA: whole branch, and the real-arithmetic frequency step against the package's (docs/speed.md).
+timeout 120 "$PY" benchmarks/compile_check.py --device cuda --out "$OUT" > "$OUT/compile_check.log" 2>&1
+echo "compile_check rc=$?" | tee -a "$OUT/summary.txt"
+
+# 3. The speed benchmark on CUDA only (fp32 and bf16, both shapes, 256x256 inference), results + profiles under $OUT.
 timeout 420 "$PY" benchmarks/speed.py --device cuda --out "$OUT/speed" > "$OUT/speed.log" 2>&1
 echo "speed rc=$?" | tee -a "$OUT/summary.txt"
 tail -40 "$OUT/speed.log"
