@@ -173,6 +173,18 @@ def train(model: Swin2SRForImageSuperResolution, args: argparse.Namespace) -> fl
     return sum(tail) / len(tail)
 
 
+def limitations(args: argparse.Namespace, results: dict) -> str:
+    """A sentence naming the pretraining tasks the base barely learned (under 0.5 dB over the input), if any."""
+    weak = [f"`{task}` ({r['restored'] - r['degraded']:+.2f} dB)" for task, r in results.items()
+            if r["restored"] - r["degraded"] < 0.5]  # fmt: skip
+    if not weak:
+        return ""
+    return (
+        f"\nLimitations: after {args.steps} steps the base barely improves {', '.join(weak)} over the degraded input; "
+        "a longer run (more steps, or a GPU) should help. Adapters for tasks close to those start from less.\n"
+    )
+
+
 def model_card(
     args: argparse.Namespace, argv: list[str], n_params: int, seconds: float, loss: float, results: dict
 ) -> str:
@@ -234,7 +246,7 @@ the photos.
 | task | degradation | degraded input | restored | gain |
 |---|---|---|---|---|
 {rows}
-
+{limitations(args, results)}
 ## Usage
 
 ```python

@@ -21,9 +21,9 @@ from peft_adaptir.metrics import calculate_psnr
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "pretrain_base.py"
 
 # Minimum PSNR gain (dB) of the shipped base over the degraded input on a 128 x 128 crop of the held-out photo
-# 'coffee' (seed 7). Measured: denoise-15 +7.15, denoise-25 +7.71. Light rain (+0.17) and x2 SR (-0.14) are not
-# learned by this 1000-step CPU base (see its model card), so they are not asserted.
-GAIN_MARGINS = {"denoise-15": 4.0, "denoise-25": 4.0}
+# 'coffee' (seed 7). Measured: denoise-15 +8.09, denoise-25 +8.76, derain-light +9.53. x2 SR (+0.02) is barely
+# learned by this 2400-step CPU base (see its model card), so it is not asserted.
+GAIN_MARGINS = {"denoise-15": 4.0, "denoise-25": 4.0, "derain-light": 4.0}
 
 
 @pytest.fixture(scope="module")
