@@ -149,7 +149,7 @@ class AdaptIRBranch(nn.Module):
         width: int,
         rank: int | None = None,
         kernel_size: int = 3,
-        fusion: str = "gated",
+        fusion: str = "sum",
         branches: Iterable[str] = BRANCH_NAMES,
         init_weights: bool = True,
     ) -> None:

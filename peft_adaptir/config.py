@@ -90,8 +90,11 @@ class AdaptIRConfig(PeftConfig):
     )
     kernel_size: int = field(default=3, metadata={"help": "Kernel size of the local depthwise convolution."})
     fusion: str = field(
-        default="gated",
-        metadata={"help": "'gated' (the authors' released code) or 'sum' (the paper's first version)."},
+        default="sum",
+        metadata={
+            "help": "'sum' (the paper's first version; the default: ahead in docs/benchmarks.md) or 'gated' (the "
+            "authors' released code)."
+        },
     )
     branches: list[str] = field(
         default_factory=lambda: list(BRANCH_NAMES),

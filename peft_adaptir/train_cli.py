@@ -58,7 +58,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     run.add_argument("--no-progress", action="store_true", help="No progress bar.")
     adapter = parser.add_argument_group("adapter")
     adapter.add_argument("--adapter-name", default=d.adapter_name)
-    adapter.add_argument("--fusion", choices=("gated", "sum"), default=None, help="Branch fusion (default gated).")
+    adapter.add_argument("--fusion", choices=("gated", "sum"), default=None, help="Branch fusion (default sum).")
     adapter.add_argument("--width", type=int, default=None, help="Adapter width h (default: C // reduction).")
     adapter.add_argument("--reduction", type=int, default=None, help="h = C // reduction (default 24).")
     return parser

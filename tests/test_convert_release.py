@@ -126,7 +126,7 @@ def test_converted_adapter_reproduces_the_release(tmp_path):
     from peft_adaptir.branch import AdaptIRBranch
 
     release = modules["body.decoder.layers.1"].float()
-    ours = AdaptIRBranch(72, 9, rank=4).eval()
+    ours = AdaptIRBranch(72, 9, rank=4, fusion="gated").eval()
     prefix = "base_model.model.body.decoder.layers.1.linear1.adaptir_branch."
     from safetensors.torch import load_file
 
