@@ -3,9 +3,10 @@
 Trains a transformers ``Swin2SRForImageSuperResolution`` (upscale 1, image in, image out) from scratch on a random
 per-sample mixture of the pretraining tasks (Gaussian noise sigma 15 / 25, light rain, x2 SR from a bicubic-upsampled
 input: the presets of :mod:`peft_adaptir.degradations`, drawn by ``--task-weights``) using the scikit-image TRAINING
-photos only (:func:`peft_adaptir.data.load_skimage_photos`), with L1 loss, AdamW and a warm-up + cosine schedule, random crops
-and flips/rotations. It then measures PSNR on the HELD-OUT photos for each pretraining task and writes the model
-(``save_pretrained``: ``config.json`` + ``model.safetensors``) and a model card ``README.md`` to ``--output``.
+photos only (:func:`peft_adaptir.data.load_skimage_photos`), with L1 loss, AdamW and a warm-up + cosine schedule,
+random crops and flips/rotations. It then measures PSNR on the HELD-OUT photos for each pretraining task and writes
+the model (``save_pretrained``: ``config.json`` + ``model.safetensors``) and a model card ``README.md`` to
+``--output``.
 
 The shipped base (``peft_adaptir/assets/default_base``) was made by the command in its model card::
 
