@@ -72,9 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--embed-dim {args.embed_dim} must be divisible by every value of --heads {args.heads}.")
     if args.patch_size % args.window_size:
         parser.error(f"--patch-size {args.patch_size} must be a multiple of --window-size {args.window_size}.")
-    if args.task_weights is not None and (
-        len(args.task_weights) != len(EVAL_TASKS) or min(args.task_weights) < 0 or sum(args.task_weights) <= 0
-    ):
+    weights = args.task_weights
+    if len(weights) != len(EVAL_TASKS) or min(weights) < 0 or sum(weights) <= 0:
         parser.error(
             f"--task-weights needs {len(EVAL_TASKS)} numbers >= 0 ({', '.join(EVAL_TASKS)}), got {args.task_weights}."
         )
@@ -127,15 +126,12 @@ def evaluate(model: Swin2SRForImageSuperResolution, args: argparse.Namespace) ->
 
 
 def pretraining_mixture(args: argparse.Namespace) -> RandomChoice:
-    """One of the pretraining tasks per sample, uniformly or by ``--task-weights``."""
+    """One of the pretraining tasks per sample, drawn by ``--task-weights``."""
     return RandomChoice([get_task(task) for task in EVAL_TASKS], weights=args.task_weights)
 
 
 def mixture_text(args: argparse.Namespace) -> str:
     """How the model card describes the task mixture."""
-    tasks = ", ".join(f"`{t}`" for t in EVAL_TASKS)
-    if args.task_weights is None:
-        return f"per sample, uniformly one of {tasks}"
     weights = ", ".join(f"`{t}` {w:g}" for t, w in zip(EVAL_TASKS, args.task_weights, strict=True))
     return f"per sample, one of the pretraining tasks drawn with weights {weights}"
 
