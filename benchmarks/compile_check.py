@@ -3,7 +3,8 @@
 1. ``torch.compile`` of a whole ``AdaptIRBranch`` (gated): does it compile, and does it match eager?
 2. The frequency step (rfft2, affine on amplitude and phase, irfft2, abs) written with real arithmetic
    (``view_as_real``, ``atan2``, masks that keep the gradient at F = 0 finite), eager and compiled, against the
-   package's complex-number version: equality, compile time, and interleaved timings (median of the repeats).
+   package's complex-number ``FrequencyAffine``: equality, compile time, and interleaved timings (median of the
+   repeats).
 
     python benchmarks/compile_check.py --out benchmarks/results            # CPU
     python benchmarks/compile_check.py --device cuda --out "$OUT"          # GPU (benchmarks/gpu_check.sh)
@@ -14,6 +15,7 @@ Findings are in docs/speed.md; nothing of the real-arithmetic version is in the 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -22,22 +24,17 @@ from pathlib import Path
 
 import torch
 
-from peft_adaptir.branch import AdaptIRBranch
+from peft_adaptir.branch import AdaptIRBranch, FrequencyAffine
 
-Step = Callable[..., torch.Tensor]
-
-
-def frequency_complex(x: torch.Tensor, amp_w, amp_b, pha_w, pha_b) -> torch.Tensor:
-    """The package's computation (peft_adaptir.branch.FrequencyAffine): (B, h, H, W) -> (B, h, H, W)."""
-    spectrum = torch.fft.rfft2(x, norm="ortho")
-    amplitude = torch.addcmul(amp_b, spectrum.abs(), amp_w)
-    phase = torch.addcmul(pha_b, spectrum.angle(), pha_w)
-    spectrum = torch.complex(amplitude * torch.cos(phase), amplitude * torch.sin(phase))
-    return torch.fft.irfft2(spectrum, s=x.shape[-2:], norm="ortho").abs()
+Step = Callable[[torch.Tensor], torch.Tensor]
 
 
-def frequency_real(x: torch.Tensor, amp_w, amp_b, pha_w, pha_b) -> torch.Tensor:
-    """The same with real tensors between the two FFTs, so that a compiler can fuse the elementwise chain."""
+def frequency_real(module: FrequencyAffine, x: torch.Tensor) -> torch.Tensor:
+    """``module``'s computation with real tensors between the two FFTs, so that a compiler can fuse the elementwise
+    chain: (B, h, H, W) -> (B, h, H, W), float32."""
+    shape = (1, -1, 1, 1)
+    amp_w, amp_b = module.amp_fuse.weight.view(shape), module.amp_fuse.bias.view(shape)
+    pha_w, pha_b = module.pha_fuse.weight.view(shape), module.pha_fuse.bias.view(shape)
     parts = torch.view_as_real(torch.fft.rfft2(x, norm="ortho"))  # (B, h, H, W//2+1, 2)
     real, imag = parts[..., 0], parts[..., 1]
     square = real * real + imag * imag
@@ -51,7 +48,8 @@ def frequency_real(x: torch.Tensor, amp_w, amp_b, pha_w, pha_b) -> torch.Tensor:
 
 
 def forward_backward(step: Step, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-    out = step(*inputs)
+    """``step(inputs[0])`` and the gradients of its squared sum with respect to every tensor in ``inputs``."""
+    out = step(inputs[0])
     return out.detach(), torch.autograd.grad(out.square().sum(), inputs)
 
 
@@ -84,15 +82,18 @@ def whole_branch(device: str) -> dict:
 
 def frequency_step(device: str, repeats: int) -> dict:
     torch.manual_seed(0)
+    module = FrequencyAffine(4).to(device)
+    with torch.no_grad():  # away from the identity init (scale 1, shift 0)
+        for param in module.parameters():
+            param.add_(0.3 * torch.randn_like(param))
     x = torch.randn(4, 4, 48, 48, device=device, requires_grad=True)
-    affine = [(1 + 0.3 * torch.randn(1, 4, 1, 1, device=device)).requires_grad_() for _ in range(2)]
-    shifts = [(0.3 * torch.randn(1, 4, 1, 1, device=device)).requires_grad_() for _ in range(2)]
-    inputs = [x, affine[0], shifts[0], affine[1], shifts[1]]
-    reference = forward_backward(frequency_complex, inputs)
-    result: dict = {"real_eager_max_rel_err": max_error(forward_backward(frequency_real, inputs)[1], reference[1])}
-    steps: dict[str, Step] = {"complex_eager": frequency_complex, "real_eager": frequency_real}
+    inputs = [x, *module.parameters()]
+    real = functools.partial(frequency_real, module)
+    reference = forward_backward(module, inputs)
+    result: dict = {"real_eager_max_rel_err": max_error(forward_backward(real, inputs)[1], reference[1])}
+    steps: dict[str, Step] = {"complex_eager": module, "real_eager": real}
     try:
-        compiled = torch.compile(frequency_real)
+        compiled = torch.compile(real)
         start = time.perf_counter()
         out = forward_backward(compiled, inputs)
         result["compile_s"] = time.perf_counter() - start
