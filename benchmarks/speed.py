@@ -34,6 +34,7 @@ from transformers import Swin2SRConfig, Swin2SRForImageSuperResolution
 import peft_adaptir
 from peft_adaptir import AdaptIRConfig
 from peft_adaptir.branch import AdaptIRBranch
+from peft_adaptir.optim import adapter_optimizer
 from peft_adaptir.reference import reference_branch_forward
 
 SHAPES: dict[str, dict[str, Any]] = {
@@ -120,37 +121,51 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable[[], object], device: str) -> float:
+def timed(fn: Callable[[], object], device: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call of ``fn``."""
     sync(device)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     fn()
     sync(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - start_cpu
 
 
-def interleaved(
-    fns: dict[str, Callable[[], object]], device: str, repeats: int, warmup: int
-) -> dict[str, list[float]]:
-    """Run every fn once per repeat, in turn; returns the seconds of each repeat per name (warmup dropped)."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
+Timings = dict[str, dict[str, list[float]]]  # {"wall": {name: seconds per repeat}, "cpu": {...}}
+
+
+def interleaved(fns: dict[str, Callable[[], object]], device: str, repeats: int, warmup: int) -> Timings:
+    """Run every fn once per repeat, in turn; wall and process-CPU seconds of each repeat per name (warmup dropped).
+
+    On CPU with one thread, the process CPU time does not count the time the scheduler gave to other jobs, so its
+    ratios are far steadier than wall-clock ratios on a shared machine; both are reported.
+    """
+    times: Timings = {"wall": {name: [] for name in fns}, "cpu": {name: [] for name in fns}}
     for r in range(warmup + repeats):
         for name, fn in fns.items():
-            seconds = timed(fn, device)
+            wall, cpu = timed(fn, device)
             if r >= warmup:
-                times[name].append(seconds)
+                times["wall"][name].append(wall)
+                times["cpu"][name].append(cpu)
     return times
 
 
-def summarise(times: dict[str, list[float]], baselines: list[str]) -> dict[str, dict[str, float]]:
-    """Median seconds and median per-repeat ratios against each baseline, plus the spread (min/max seconds)."""
-    out = {}
-    for name, values in times.items():
-        row = {"median_s": statistics.median(values), "min_s": min(values), "max_s": max(values)}
-        for base in baselines:
-            if base in times and base != name:
-                ratios = [v / b for v, b in zip(values, times[base])]
-                row[f"ratio_vs_{base}"] = statistics.median(ratios)
-        out[name] = row
+def summarise(times: Timings, baselines: list[str]) -> dict[str, dict[str, float]]:
+    """Median seconds and median per-repeat ratios against each baseline, plus the spread (min/max seconds).
+
+    Keys without prefix are wall clock (``median_s``, ``ratio_vs_bottleneck``); ``cpu_``-prefixed ones are the same
+    statistics of the process CPU time.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for clock, prefix in (("wall", ""), ("cpu", "cpu_")):
+        series = times[clock]
+        for name, values in series.items():
+            row = out.setdefault(name, {})
+            row.update({f"{prefix}median_s": statistics.median(values), f"{prefix}min_s": min(values),
+                        f"{prefix}max_s": max(values)})  # fmt: skip
+            for base in baselines:
+                if base in series and base != name:
+                    ratios = [v / b for v, b in zip(values, series[base])]
+                    row[f"{prefix}ratio_vs_{base}"] = statistics.median(ratios)
     return out
 
 
@@ -169,8 +184,8 @@ def saved_activation_bytes(step: Callable[[], object]) -> int:
 
 
 def train_step_fn(model: torch.nn.Module, name: str, x: torch.Tensor, precision: str, device: str):
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-5)
+    # the optimizer the package trains with (fused AdamW), for every method alike
+    opt = adapter_optimizer([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
     def forward_backward() -> None:
         with run_context(name), autocast(device, precision):
@@ -331,10 +346,12 @@ def markdown(results: dict[str, Any]) -> str:
         head = f"### {run['shape']} on {run['device']}"
         lines += [head, "", f"train {run['train_size']}x{run['train_size']}, inference {run['infer_size']}x"
                   f"{run['infer_size']}, batch {run['batch']}, {run['repeats']} interleaved repeats", ""]  # fmt: skip
+        cpu = run["device"] == "cpu"  # CPU-time ratios (steadier on a shared machine) only mean something there
         lines += ["| method | params | " + " | ".join(
-            f"train {p} s | x bottleneck | x full | x lora | infer {p} s | x base" for p in run["precisions"]
+            f"train {p} s | x bottleneck | x full | x lora" + (" | CPU-time x bottleneck" if cpu else "")
+            + f" | infer {p} s | x base" + (" | CPU-time x base" if cpu else "") for p in run["precisions"]
         ) + " | saved activations MiB |"]  # fmt: skip
-        lines += ["|---" * (3 + 6 * len(run["precisions"])) + "|"]
+        lines += ["|---" * (3 + (8 if cpu else 6) * len(run["precisions"])) + "|"]
         for name, info in run["methods"].items():
             cells = [name, str(info["trainable_params"])]
             for p in run["precisions"]:
@@ -343,7 +360,9 @@ def markdown(results: dict[str, Any]) -> str:
                 cells += [f"{t.get('median_s', float('nan')):.3f}"] + [
                     f"{t.get(f'ratio_vs_{b}', float('nan')):.3f}" for b in ("bottleneck", "full", "lora")
                 ]
+                cells += [f"{t.get('cpu_ratio_vs_bottleneck', float('nan')):.3f}"] if cpu else []
                 cells += [f"{i.get('median_s', float('nan')):.3f}", f"{i.get('ratio_vs_base', float('nan')):.3f}"]
+                cells += [f"{i.get('cpu_ratio_vs_base', float('nan')):.3f}"] if cpu else []
             t = run["training"].get(run["precisions"][0], {}).get(name, {})
             cells.append(f"{t.get('saved_activations_mib', float('nan')):.1f}")
             lines.append("| " + " | ".join(cells) + " |")

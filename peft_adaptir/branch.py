@@ -69,6 +69,9 @@ class FrequencyAffine(nn.Module):
             nn.init.ones_(conv.weight)
             nn.init.zeros_(conv.bias)
 
+    # Runs eagerly under torch.compile (a graph break; the rest of the model still compiles): Inductor has no
+    # complex-number code generation, and compiling this step made torch.compile(model) fail in the backward.
+    @torch.compiler.disable
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         shape = (1, -1, 1, 1)

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpointing as ckpt
+from .optim import adapter_optimizer
 from .plots import plot_preview, plot_training_curve
 from .training_config import TrainingConfig
 from .training_data import build_datasets, check_batch, check_model_fits, reconstruction
@@ -139,9 +140,7 @@ def train(base_model: nn.Module, config: TrainingConfig) -> TrainingResult:
         train_set, val_set = build_datasets(config, window, start, accelerator.num_processes)
     loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, num_workers=config.num_workers)
     params = [p for p in model.parameters() if p.requires_grad]
-    # foreach: one multi-tensor update for the adapter's many small tensors (the per-tensor loop was the largest
-    # share of AdaptIR's extra step time in the CPU profile, benchmarks/results/profile_lightweight_cpu.txt)
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+    optimizer = adapter_optimizer(params, lr=config.lr, weight_decay=config.weight_decay)  # fused AdamW
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, accelerator.num_processes))
     model.train()
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
