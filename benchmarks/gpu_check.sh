@@ -2,7 +2,8 @@
 # GPU check for issue 9 / issue 4's benchmark. For a later session WITH a device machine (not runnable here).
 # Run from the repository root on the device, e.g. with the `run` tool:
 #   bash benchmarks/gpu_check.sh         (it writes under $OUT)
-# Needs: torch with CUDA, transformers, peft, the repo (pip install -e . or PYTHONPATH=.). ~8-10 minutes on an H100.
+# Needs: torch with CUDA, transformers, peft, the repo (pip install -e . or PYTHONPATH=.). Its steps run in order of
+# importance, each under its own timeout; together at most 590 s (one device call may run 600 s).
 set -u
 OUT="${OUT:-/tmp/gpu_check_out}"
 mkdir -p "$OUT"
@@ -18,6 +19,7 @@ import peft_adaptir
 from peft import get_peft_model
 from peft_adaptir import AdaptIRConfig
 from peft_adaptir.branch import AdaptIRBranch, FrequencyAffine
+from peft_adaptir.optim import adapter_optimizer
 from peft_adaptir.reference import reference_branch_forward, reference_frequency_affine
 from transformers import Swin2SRConfig, Swin2SRForImageSuperResolution
 dev = "cuda"; out = {}
@@ -46,7 +48,7 @@ for fusion in ("gated", "sum"):
 cfg = Swin2SRConfig(image_size=64, embed_dim=60, depths=[6] * 4, num_heads=[6] * 4, window_size=8, mlp_ratio=2.0,
                     upscale=2, upsampler="pixelshuffledirect")
 model = get_peft_model(Swin2SRForImageSuperResolution(cfg).to(dev), AdaptIRConfig()).train()
-opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+opt = adapter_optimizer([p for p in model.parameters() if p.requires_grad], lr=1e-3)
 x = torch.rand(16, 3, 64, 64, device=dev); target = torch.rand(16, 3, 128, 128, device=dev)
 losses, times = [], []
 for step in range(20):
@@ -59,13 +61,19 @@ out["bf16_train"] = dict(losses=losses, finite=all(math.isfinite(v) for v in los
                          median_step_s=sorted(times[5:])[len(times[5:]) // 2])
 print(json.dumps(out, indent=1)); json.dump(out, open(__import__("os").environ["OUT"] + "/gpu_checks.json", "w"), indent=1)
 PYEOF
-timeout 150 "$PY" "$OUT/gpu_checks.py" > "$OUT/gpu_checks.log" 2>&1; echo "gpu_checks rc=$?" | tee -a "$OUT/summary.txt"
+timeout 90 "$PY" "$OUT/gpu_checks.py" > "$OUT/gpu_checks.log" 2>&1; echo "gpu_checks rc=$?" | tee -a "$OUT/summary.txt"
 
 # 2. torch.compile on CUDA: whole branch, and the real-arithmetic frequency step against the package's (docs/speed.md).
-timeout 120 "$PY" benchmarks/compile_check.py --device cuda --out "$OUT" > "$OUT/compile_check.log" 2>&1
+timeout 90 "$PY" benchmarks/compile_check.py --device cuda --out "$OUT" > "$OUT/compile_check.log" 2>&1
 echo "compile_check rc=$?" | tee -a "$OUT/summary.txt"
 
 # 3. The speed benchmark on CUDA only (fp32 and bf16, both shapes, 256x256 inference), results + profiles under $OUT.
-timeout 420 "$PY" benchmarks/speed.py --device cuda --out "$OUT/speed" > "$OUT/speed.log" 2>&1
+timeout 300 "$PY" benchmarks/speed.py --device cuda --out "$OUT/speed" > "$OUT/speed.log" 2>&1
 echo "speed rc=$?" | tee -a "$OUT/summary.txt"
+
+# 4. torch.compile'd models (bottleneck, sum, gated) against eager, lightweight shape, bf16 (compiles in the warm-up).
+timeout 110 "$PY" benchmarks/speed.py --device cuda --compile --shapes lightweight --precisions bf16 \
+    --methods bottleneck sum gated bottleneck_compiled sum_compiled gated_compiled \
+    --out "$OUT/speed_compile" > "$OUT/speed_compile.log" 2>&1
+echo "speed_compile rc=$?" | tee -a "$OUT/summary.txt"
 tail -40 "$OUT/speed.log"

@@ -20,6 +20,7 @@ import copy
 import json
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,6 +37,9 @@ from peft_adaptir import AdaptIRConfig
 from peft_adaptir.branch import AdaptIRBranch
 from peft_adaptir.optim import adapter_optimizer
 from peft_adaptir.reference import reference_branch_forward
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling op_count module
+from op_count import count_ops  # noqa: E402
 
 SHAPES: dict[str, dict[str, Any]] = {
     "lightweight": dict(
@@ -92,8 +96,14 @@ def lora_config_matching(base: torch.nn.Module, target_params: int) -> tuple[Lor
     return best
 
 
-def build_methods(base: torch.nn.Module, with_reference: bool) -> tuple[dict[str, torch.nn.Module], dict[str, Any]]:
-    """Models to compare (each a deep copy of ``base``) and their trainable-parameter counts."""
+def build_methods(
+    base: torch.nn.Module, with_reference: bool, compiled: bool = False
+) -> tuple[dict[str, torch.nn.Module], dict[str, Any]]:
+    """Models to compare (each a deep copy of ``base``) and their trainable-parameter counts.
+
+    With ``compiled``, ``torch.compile`` wrappers of the bottleneck and AdaptIR models are added (``*_compiled``, same
+    weights); they compile on their first call, inside the warm-up repeats.
+    """
     models: dict[str, torch.nn.Module] = {"full": copy.deepcopy(base)}
     for name, kwargs in ADAPTER_METHODS.items():
         models[name] = get_peft_model(copy.deepcopy(base), AdaptIRConfig(**kwargs))
@@ -105,6 +115,10 @@ def build_methods(base: torch.nn.Module, with_reference: bool) -> tuple[dict[str
         for name in ("bottleneck", "gated"):
             models[f"{name}_reference"] = models[name]  # same weights, run under reference_forward()
             info[f"{name}_reference"] = dict(info[name])
+    if compiled:
+        for name in ("bottleneck", "sum", "gated"):
+            models[f"{name}_compiled"] = torch.compile(models[name])
+            info[f"{name}_compiled"] = dict(info[name])
     return models, info
 
 
@@ -206,7 +220,12 @@ def bench_training(models, x, precision, device, repeats, warmup) -> dict[str, A
         model.train()
         step, forward_backward = train_step_fn(model, name, x, precision, device)
         steps[name] = step
-        memory[name] = {"saved_activations_mib": saved_activation_bytes(forward_backward) / 2**20}
+        # saved-tensor hooks and dispatch modes do not see inside compiled graphs: no counts for the compiled rows
+        compiled = name.endswith("_compiled")
+        saved = float("nan") if compiled else saved_activation_bytes(forward_backward) / 2**20
+        with run_context(name):
+            ops = float("nan") if compiled else sum(count_ops(step).values())
+        memory[name] = {"saved_activations_mib": saved, "ops_per_step": ops}
         for p in model.parameters():
             p.grad = None
         if device == "cuda":
@@ -216,7 +235,8 @@ def bench_training(models, x, precision, device, repeats, warmup) -> dict[str, A
             step()
             memory[name]["cuda_peak_over_weights_mib"] = (torch.cuda.max_memory_allocated() - base_alloc) / 2**20
     result = summarise(
-        interleaved(steps, device, repeats, warmup), ["bottleneck", "full", "lora", "bottleneck_reference"]
+        interleaved(steps, device, repeats, warmup),
+        ["bottleneck", "full", "lora", "bottleneck_reference", "bottleneck_compiled"],
     )
     for name in result:
         result[name].update(memory[name])
@@ -328,8 +348,9 @@ def plan(args: argparse.Namespace, device: str) -> list[dict[str, Any]]:
                      batch=1, extras=True, reference=True)]  # fmt: skip
     if device == "cpu":
         return [
+            # training: batch 4 of 48 x 48, the CPU setting issue 9 states its measurements in
             dict(shape="lightweight", train_size=48, infer_size=128, precisions=["fp32", "bf16"], repeats=args.repeats,
-                 warmup=1, batch=1, extras=True, reference=True),
+                 warmup=1, batch=1, train_batch=4, extras=True, reference=True),
             dict(shape="classical", train_size=32, infer_size=64, precisions=["fp32"], repeats=args.repeats,
                  warmup=1, batch=1, extras=False, reference=True),
         ]  # fmt: skip
@@ -345,13 +366,14 @@ def markdown(results: dict[str, Any]) -> str:
     for run in results["runs"]:
         head = f"### {run['shape']} on {run['device']}"
         lines += [head, "", f"train {run['train_size']}x{run['train_size']}, inference {run['infer_size']}x"
-                  f"{run['infer_size']}, batch {run['batch']}, {run['repeats']} interleaved repeats", ""]  # fmt: skip
+                  f"{run['infer_size']}, batch {run.get('train_batch', run['batch'])} (training) / {run['batch']} "
+                  f"(inference), {run['repeats']} interleaved repeats", ""]  # fmt: skip
         cpu = run["device"] == "cpu"  # CPU-time ratios (steadier on a shared machine) only mean something there
         lines += ["| method | params | " + " | ".join(
             f"train {p} s | x bottleneck | x full | x lora" + (" | CPU-time x bottleneck" if cpu else "")
             + f" | infer {p} s | x base" + (" | CPU-time x base" if cpu else "") for p in run["precisions"]
-        ) + " | saved activations MiB |"]  # fmt: skip
-        lines += ["|---" * (3 + (8 if cpu else 6) * len(run["precisions"])) + "|"]
+        ) + " | saved activations MiB | ops per step |"]  # fmt: skip
+        lines += ["|---" * (4 + (8 if cpu else 6) * len(run["precisions"])) + "|"]
         for name, info in run["methods"].items():
             cells = [name, str(info["trainable_params"])]
             for p in run["precisions"]:
@@ -365,6 +387,7 @@ def markdown(results: dict[str, Any]) -> str:
                 cells += [f"{i.get('cpu_ratio_vs_base', float('nan')):.3f}"] if cpu else []
             t = run["training"].get(run["precisions"][0], {}).get(name, {})
             cells.append(f"{t.get('saved_activations_mib', float('nan')):.1f}")
+            cells.append(f"{t.get('ops_per_step', float('nan')):.0f}")
             lines.append("| " + " | ".join(cells) + " |")
         if "multi_adapter" in run:
             m = run["multi_adapter"]
@@ -389,6 +412,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: robust on a shared machine)")
     parser.add_argument("--shapes", nargs="*", default=None, help="restrict to these shapes")
     parser.add_argument("--precisions", nargs="*", default=None, help="restrict to these precisions (fp32, bf16)")
+    parser.add_argument("--train-batch", type=int, default=None, help="training batch size (overrides the plan's)")
+    parser.add_argument(
+        "--methods", nargs="*", default=None, help="time only these rows (e.g. bottleneck sum sum_compiled); no extras"
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="also time torch.compile'd bottleneck / sum / gated models (*_compiled)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -397,7 +427,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         devices.append("cuda")
     results: dict[str, Any] = {
         "meta": {"torch": torch.__version__, "peft_adaptir": peft_adaptir.__version__, "threads": args.threads,
-                 "machine": platform.processor() or platform.machine(), "quick": args.quick,
+                 "machine": platform.processor() or platform.machine(), "quick": args.quick, "compile": args.compile,
                  "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                  "memory_note": "saved_activations_mib: distinct storages autograd saves for backward (saved-tensor "
                                 "hooks), deterministic; cuda_peak_over_weights_mib: torch.cuda.max_memory_allocated "
@@ -413,9 +443,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     item["precisions"] = [p for p in item["precisions"] if p in args.precisions]
                 started = time.perf_counter()
                 base = build_base(item["shape"], device)
-                models, info = build_methods(base, item["reference"])
+                models, info = build_methods(base, item["reference"], compiled=args.compile)
+                if args.methods:
+                    models = {k: v for k, v in models.items() if k in args.methods}
+                    info = {k: v for k, v in info.items() if k in args.methods}
                 torch.manual_seed(1)
-                x_train = torch.rand(item["batch"], 3, item["train_size"], item["train_size"], device=device)
+                item["train_batch"] = args.train_batch or item.get("train_batch", item["batch"])
+                x_train = torch.rand(item["train_batch"], 3, item["train_size"], item["train_size"], device=device)
                 x_infer = torch.rand(item["batch"], 3, item["infer_size"], item["infer_size"], device=device)
                 run = {**item, "device": device, "methods": info, "training": {}, "inference": {}}
                 for precision in item["precisions"]:
@@ -428,13 +462,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     save(args.out, results, run)
                     print(f"[{item['shape']}/{device}/{precision}] done at {time.perf_counter() - started:.0f} s",
                           flush=True)  # fmt: skip
-                if item["extras"]:
-                    run["multi_adapter"] = bench_multi_adapter(
-                        base, x_infer[:1], device, item["repeats"], item["warmup"], Path(tmp)
+                if item["extras"] and not args.methods:
+                    run["multi_adapter"] = bench_multi_adapter(  # batches of 4 at inference size: at most 3 repeats
+                        base, x_infer[:1], device, min(item["repeats"], 3), item["warmup"], Path(tmp)
                     )
                     run["profile_file"] = profile_extra(models, x_train, device, args.out, f"{item['shape']}_{device}")
                 run["wall_s"] = time.perf_counter() - started
                 results["runs"].append(run)
+                save(args.out, results)
                 print(f"[{item['shape']}/{device}] {run['wall_s']:.0f} s", flush=True)
     save(args.out, results)
     print(markdown(results))

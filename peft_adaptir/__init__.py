@@ -12,6 +12,7 @@ register()
 from .hub import AdapterHubError, enable_card_on_push, load_adapters, push_adapter  # noqa: E402
 from .inference import restore  # noqa: E402
 from .load_guard import AdapterMismatchError, install_load_guard  # noqa: E402
+from .optim import adapter_optimizer  # noqa: E402
 
 enable_card_on_push()
 install_load_guard()
@@ -29,6 +30,7 @@ __all__ = [
     "AdapterMismatchError",
     "AdapterHubError",
     "Preset",
+    "adapter_optimizer",
     "enable_card_on_push",
     "load_adapters",
     "push_adapter",
