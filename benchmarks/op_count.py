@@ -2,7 +2,8 @@
 
 On a GPU, a small adapter's extra cost is mostly launch and dispatch overhead, one per operator, not arithmetic; the
 number of operators in a training step (forward, backward, optimizer) is deterministic, so it can be compared on any
-machine. View operators (``view``, ``permute``, ``transpose``, ...) launch no kernel and are not counted.
+machine. View operators (``view``, ``permute``, ``transpose``, ``_unsafe_view``, ...) launch no kernel and are not
+counted.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from collections.abc import Callable
 
 from torch.utils._python_dispatch import TorchDispatchMode
 
+# reshapes that produce a view but are not flagged as view operators: no kernel either
+NOT_KERNELS = frozenset({"aten._unsafe_view", "aten._reshape_alias", "aten.lift_fresh"})
+
 
 class _CountOps(TorchDispatchMode):
     def __init__(self) -> None:
@@ -19,8 +23,9 @@ class _CountOps(TorchDispatchMode):
         self.counts: Counter[str] = Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if not func.is_view:
-            self.counts[str(func.overloadpacket)] += 1
+        name = str(func.overloadpacket)
+        if not func.is_view and name not in NOT_KERNELS:
+            self.counts[name] += 1
         return func(*args, **(kwargs or {}))
 
 
