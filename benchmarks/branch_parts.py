@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,11 @@ import torch.nn.functional as F
 
 from peft_adaptir.branch import AdaptIRBranch
 from peft_adaptir.reference import reference_branch_forward, reference_frequency_affine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling op_count module
+from op_count import count_ops  # noqa: E402
+
+WHOLE_BRANCH_ROWS = ("whole branch, gated", "whole branch, sum", "whole branch, bottleneck")
 
 
 def parts(batch: int, size: int) -> dict[str, tuple]:
@@ -89,9 +95,29 @@ def main() -> None:
             "ratio_after_over_before": statistics.median(a / b for a, b in zip(times["after"], times["before"])),
         }
         print(f"{name:<28} {results[name]}", flush=True)
+    ops = operator_counts(args.batch, args.size)
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"batch": args.batch, "size": args.size, "repeats": args.repeats, "torch": torch.__version__}
-    (args.out / "branch_parts.json").write_text(json.dumps({"meta": meta, "parts": results}, indent=1))
+    (args.out / "branch_parts.json").write_text(json.dumps({"meta": meta, "parts": results, "ops": ops}, indent=1))
+
+
+def operator_counts(batch: int, size: int) -> dict[str, dict[str, int]]:
+    """Operators (kernels, views excluded) of one whole branch's forward + backward, before and after, in float32 and
+    under bfloat16 autocast: deterministic, and what a GPU pays launch overhead for."""
+    counts: dict[str, dict[str, int]] = {}
+    for name in WHOLE_BRANCH_ROWS:
+        for precision in ("fp32", "bf16"):
+            for index, label in enumerate(("before", "after")):
+                fn = parts(batch, size)[name][index]  # fresh modules and inputs: no gradient to accumulate into
+
+                def work(fn=fn, precision=precision) -> None:
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                        out = fn()
+                    out.float().sum().backward()
+
+                counts.setdefault(name, {})[f"{label}_{precision}"] = sum(count_ops(work).values())
+        print(f"{name:<28} operators {counts[name]}", flush=True)
+    return counts
 
 
 if __name__ == "__main__":
