@@ -117,7 +117,7 @@ def build_methods(
             info[f"{name}_reference"] = dict(info[name])
     if compiled:
         for name in ("bottleneck", "sum", "gated"):
-            models[f"{name}_compiled"] = torch.compile(models[name])
+            models[f"{name}_compiled"] = torch.compile(models[name], dynamic=False)  # static: see compile_speed.py
             info[f"{name}_compiled"] = dict(info[name])
     return models, info
 
