@@ -223,8 +223,7 @@ def bench_training(models, x, precision, device, repeats, warmup) -> dict[str, A
         # saved-tensor hooks and dispatch modes do not see inside compiled graphs: no counts for the compiled rows
         compiled = name.endswith("_compiled")
         saved = float("nan") if compiled else saved_activation_bytes(forward_backward) / 2**20
-        with run_context(name):
-            ops = float("nan") if compiled else sum(count_ops(step).values())
+        ops = float("nan") if compiled else sum(count_ops(step).values())  # step enters run_context itself
         memory[name] = {"saved_activations_mib": saved, "ops_per_step": ops}
         for p in model.parameters():
             p.grad = None
