@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--peft-lrs and --full-lrs must have the same number of candidates (the same search for all).")
     unknown = sorted(set(args.tasks) - set(TASKS))
     if unknown:
-        from peft_adaptir.degradations import get_task_spec
+        from peft_adaptir.data.degradations import get_task_spec
 
         for task in unknown:
             get_task_spec(task)  # raises, listing the known tasks
@@ -91,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def resolve_base(spec: str, output: Path) -> tuple[str, str]:
     """``(folder, description)`` of the base model: the embedded default, a tiny random Swin2SR, or a folder."""
     if spec == "default":
-        from peft_adaptir.default_base import default_base_path
+        from peft_adaptir.backbones.default_base import default_base_path
 
         return str(default_base_path()), "embedded default base (peft_adaptir/assets/default_base)"
     if spec == "tiny-random":

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from peft_adaptir.branch import AdaptIRBranch
-from peft_adaptir.reference import reference_branch_forward, reference_frequency_affine
+from peft_adaptir.tuner.branch import AdaptIRBranch
+from peft_adaptir.tuner.reference import reference_branch_forward, reference_frequency_affine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling op_count module
 from op_count import count_ops  # noqa: E402

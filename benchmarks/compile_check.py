@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from peft_adaptir.branch import AdaptIRBranch, FrequencyAffine
+from peft_adaptir.tuner.branch import AdaptIRBranch, FrequencyAffine
 
 Step = Callable[[torch.Tensor], torch.Tensor]
 

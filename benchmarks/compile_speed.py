@@ -4,7 +4,7 @@ For the plain bottleneck adapter and AdaptIR ``sum`` / ``gated`` on the lightwei
 (forward, backward, fused AdamW) and inference, eager and ``torch.compile``'d, interleaved repeats after the compiled
 model has warmed up (compile time reported separately). One method at a time, with Dynamo's caches reset in between,
 so no compiled model recompiles because of another. The frequency step of AdaptIR runs eagerly inside the compiled
-model (a graph break, see ``peft_adaptir.branch.FrequencyAffine``).
+model (a graph break, see ``peft_adaptir.tuner.branch.FrequencyAffine``).
 
     python benchmarks/compile_speed.py --out benchmarks/results                  # CPU, batch 4 of 48 x 48
     python benchmarks/compile_speed.py --device cuda --precision bf16 --out DIR   # GPU

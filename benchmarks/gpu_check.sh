@@ -18,9 +18,9 @@ import json, math, time, torch
 import peft_adaptir
 from peft import get_peft_model
 from peft_adaptir import AdaptIRConfig
-from peft_adaptir.branch import AdaptIRBranch, FrequencyAffine
-from peft_adaptir.optim import adapter_optimizer
-from peft_adaptir.reference import reference_branch_forward, reference_frequency_affine
+from peft_adaptir.tuner.branch import AdaptIRBranch, FrequencyAffine
+from peft_adaptir.training.optim import adapter_optimizer
+from peft_adaptir.tuner.reference import reference_branch_forward, reference_frequency_affine
 from transformers import Swin2SRConfig, Swin2SRForImageSuperResolution
 dev = "cuda"; out = {}
 torch.manual_seed(0)

@@ -2,7 +2,7 @@
 
 A lean plain-torch loop, identical for every method: AdamW (no weight decay), L1 loss, linear warm-up (5% of the
 steps) then cosine decay to 0, gradient-norm clipping at 1.0 over the trainable parameters, batches of
-:class:`peft_adaptir.patches.PatchPairs` read in order (so every method sees the same patches for a given seed).
+:class:`peft_adaptir.data.pairs.PatchPairs` read in order (so every method sees the same patches for a given seed).
 Images are ``(B, 3, H, W)`` float in [0, 1] throughout.
 """
 
@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from peft_adaptir.data import load_skimage_photos, pil_to_tensor
+from peft_adaptir.data.pairs import EvalPairs, PatchPairs
+from peft_adaptir.data.sources import load_skimage_photos, pil_to_tensor
 from peft_adaptir.metrics import psnr_batch, ssim_batch
-from peft_adaptir.patches import EvalPairs, PatchPairs
-from peft_adaptir.training_data import reconstruction
+from peft_adaptir.training.datasets import reconstruction
 
 try:  # run as a script from benchmarks/ or imported with benchmarks/ on sys.path
     from quality_methods import load_base, saved_size, trainable_count, wrap

@@ -4,7 +4,7 @@ For the ~1M "lightweight" and ~12M "classical" Swin2SR shapes (random weights): 
 AdaptIR ``sum`` / ``gated`` against the plain bottleneck adapter, peft LoRA at a matched parameter count (FFN Linear
 layers) and full fine-tuning; inference latency of each adapted model against the base; ``set_adapter`` time, adapter
 load time from disk, and a mixed batch of 4 tasks against the same batch single-task. The straightforward AdaptIR
-computation (``peft_adaptir.reference``) is timed too, so the optimisation's gain is measured in the same run.
+computation (``peft_adaptir.tuner.reference``) is timed too, so the optimisation's gain is measured in the same run.
 
 Every timing is interleaved: each repeat runs every method once, in turn, and a ratio is the median of the per-repeat
 ratios against the baseline of the same repeat. This machine is shared and noisy; ratios are what to read.
@@ -34,9 +34,9 @@ from transformers import Swin2SRConfig, Swin2SRForImageSuperResolution
 
 import peft_adaptir
 from peft_adaptir import AdaptIRConfig
-from peft_adaptir.branch import AdaptIRBranch
-from peft_adaptir.optim import adapter_optimizer
-from peft_adaptir.reference import reference_branch_forward
+from peft_adaptir.training.optim import adapter_optimizer
+from peft_adaptir.tuner.branch import AdaptIRBranch
+from peft_adaptir.tuner.reference import reference_branch_forward
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling op_count module
 from op_count import count_ops  # noqa: E402

@@ -23,11 +23,11 @@ from PIL import Image
 
 import peft_adaptir  # noqa: F401 - registers AdaptIR with peft
 from peft_adaptir import restore
-from peft_adaptir.base_model import load_base_model
-from peft_adaptir.data import load_skimage_photos, pil_to_tensor
-from peft_adaptir.degradations import degrade
-from peft_adaptir.spandrel_support import adaptir_config_for
-from peft_adaptir.training import TrainingConfig, train
+from peft_adaptir.backbones.loading import load_base_model
+from peft_adaptir.backbones.spandrel_loader import adaptir_config_for
+from peft_adaptir.data.degradations import degrade
+from peft_adaptir.data.sources import load_skimage_photos, pil_to_tensor
+from peft_adaptir.training.loop import TrainingConfig, train
 
 
 def to_image(tensor) -> Image.Image:

@@ -2,11 +2,11 @@
 
 Trains a transformers ``Swin2SRForImageSuperResolution`` (upscale 1, image in, image out) from scratch on a random
 per-sample mixture of the pretraining tasks (Gaussian noise sigma 15 / 25, light rain, x2 SR from a bicubic-upsampled
-input: the presets of :mod:`peft_adaptir.degradations`, drawn by ``--task-weights``) using the scikit-image TRAINING
-photos only (:func:`peft_adaptir.data.load_skimage_photos`), with L1 loss, AdamW and a warm-up + cosine schedule,
-random crops and flips/rotations. It then measures PSNR on the HELD-OUT photos for each pretraining task and writes
-the model (``save_pretrained``: ``config.json`` + ``model.safetensors``) and a model card ``README.md`` to
-``--output``.
+input: the presets of :mod:`peft_adaptir.data.degradations`, drawn by ``--task-weights``) using the
+scikit-image TRAINING photos only (:func:`peft_adaptir.data.sources.load_skimage_photos`), with L1 loss, AdamW and a
+warm-up + cosine schedule, random crops and flips/rotations. It then measures PSNR on the HELD-OUT photos for each
+pretraining task and writes the model (``save_pretrained``: ``config.json`` + ``model.safetensors``) and a model card
+``README.md`` to ``--output``.
 
 The shipped base (``peft_adaptir/assets/default_base``) was made by the command in its model card::
 
@@ -33,10 +33,10 @@ import torch
 import torch.nn.functional as F
 from transformers import Swin2SRConfig, Swin2SRForImageSuperResolution
 
-from peft_adaptir.data import SKIMAGE_HELDOUT, SKIMAGE_TRAIN, load_skimage_photos
-from peft_adaptir.degradations import RandomChoice, get_task, get_task_spec, list_tasks
+from peft_adaptir.data.degradations import RandomChoice, get_task, get_task_spec, list_tasks
+from peft_adaptir.data.pairs import EvalPairs, PatchPairs
+from peft_adaptir.data.sources import SKIMAGE_HELDOUT, SKIMAGE_TRAIN, load_skimage_photos
 from peft_adaptir.metrics import psnr_batch
-from peft_adaptir.patches import EvalPairs, PatchPairs
 
 EVAL_TASKS = tuple(name for name in list_tasks("pretrain") if name != "pretrain")  # the single tasks of the mixture
 
@@ -205,7 +205,7 @@ tags:
 
 # peft-adaptir default base: a small scale-1 Swin2SR restorer
 
-The embedded default base model of `peft_adaptir` (`peft_adaptir.default_base.load_default_base()`): a
+The embedded default base model of `peft_adaptir` (`peft_adaptir.backbones.default_base.load_default_base()`): a
 transformers `Swin2SRForImageSuperResolution` at scale 1 (image in, image out, `(B, 3, H, W)` float in [0, 1],
 H and W padded internally to a multiple of the window size), trained from scratch on the **pretraining tasks** of
 the project's benchmark so that AdaptIR adapters can then be trained on tasks it never saw (heavy rain, low light,
@@ -222,7 +222,7 @@ mlp_ratio {args.mlp_ratio}, patch_size 1, upscale 1, upsampler "" (residual: inp
 
 - Data: the scikit-image TRAINING photos only ({", ".join(SKIMAGE_TRAIN)}); held out, never trained on:
   {", ".join(SKIMAGE_HELDOUT)}.
-- Degradations: {mixture_text(args)} (`peft_adaptir.degradations`), seeded.
+- Degradations: {mixture_text(args)} (`peft_adaptir.data.degradations`), seeded.
 - {args.steps} steps, batch {args.batch_size}, random {args.patch_size}x{args.patch_size} crops with the 8
   flips/rotations; L1 loss; AdamW (lr {args.lr:g}, weight decay {args.weight_decay:g}), linear warm-up then cosine
   decay{f", gradient-norm clip {args.clip_grad:g}" if args.clip_grad else ""}; full training of all weights,
@@ -249,7 +249,7 @@ the photos.
 ## Usage
 
 ```python
-from peft_adaptir.default_base import load_default_base
+from peft_adaptir.backbones.default_base import load_default_base
 
 model = load_default_base()  # offline, from the package folder
 restored = model(pixel_values).reconstruction  # (B, 3, H, W) float in [0, 1] -> same

@@ -22,16 +22,16 @@ from peft import PeftModel
 
 import peft_adaptir  # noqa: F401 - registers AdaptIR with peft before any adapter is loaded
 from peft_adaptir import load_adapters, push_adapter
-from peft_adaptir.data import load_skimage_photos, pil_to_tensor
+from peft_adaptir.data.sources import load_skimage_photos, pil_to_tensor
 
 
 def load_base(spec: str | None) -> torch.nn.Module:
     """The embedded default base (``spec=None``; a clear FileNotFoundError if missing) or a model id / folder."""
     if spec is None:
-        from peft_adaptir.default_base import load_default_base
+        from peft_adaptir.backbones.default_base import load_default_base
 
         return load_default_base()
-    from peft_adaptir.base_model import load_base_model
+    from peft_adaptir.backbones.loading import load_base_model
 
     return load_base_model(spec)
 

@@ -23,8 +23,8 @@ from PIL import Image
 
 import peft_adaptir  # noqa: F401 - registers AdaptIR with peft before any adapter is loaded
 from peft_adaptir import BASE_ADAPTER_NAME, load_adapters, restore
-from peft_adaptir.data import SKIMAGE_HELDOUT, load_skimage_photos, pil_to_tensor
-from peft_adaptir.degradations import degrade, list_tasks
+from peft_adaptir.data.degradations import degrade, list_tasks
+from peft_adaptir.data.sources import SKIMAGE_HELDOUT, load_skimage_photos, pil_to_tensor
 from peft_adaptir.metrics import calculate_psnr
 
 
@@ -64,10 +64,10 @@ def psnr(image: Image.Image, clean: Image.Image) -> float:
 def load_base(spec: str | None):
     """The embedded default base (``spec=None``; a clear FileNotFoundError if missing) or a model id / folder."""
     if spec is None:
-        from peft_adaptir.default_base import load_default_base
+        from peft_adaptir.backbones.default_base import load_default_base
 
         return load_default_base()
-    from peft_adaptir.base_model import load_base_model
+    from peft_adaptir.backbones.loading import load_base_model
 
     return load_base_model(spec)
 

@@ -13,7 +13,7 @@ checkpoint when started again with the same command. Run with --help for every o
 import argparse
 import sys
 
-from peft_adaptir.train_cli import add_train_arguments, run_train
+from peft_adaptir.cli.train import add_train_arguments, run_train
 
 
 def main() -> int:

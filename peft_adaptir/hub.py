@@ -10,7 +10,6 @@ the token saved by ``hf auth login``. ``HF_ENDPOINT`` picks the Hub, ``HF_HUB_OF
 
 from __future__ import annotations
 
-import functools
 import os
 import tempfile
 from collections.abc import Mapping
@@ -38,7 +37,7 @@ except ImportError:  # pragma: no cover - older huggingface_hub releases use htt
     except ImportError:
         _TransportError = OSError
 
-__all__ = ["AdapterHubError", "enable_card_on_push", "load_adapters", "push_adapter"]
+__all__ = ["AdapterHubError", "adaptir_push_to_hub", "load_adapters", "push_adapter"]
 
 _TOKEN_HINT = "for a private repo, log in with `hf auth login`, set HF_TOKEN, or pass token="
 
@@ -159,7 +158,7 @@ def push_adapter(
 # ---- model.push_to_hub keeps our card ----
 
 
-def _adaptir_push_to_hub(
+def adaptir_push_to_hub(
     original,
     self: PeftModel,
     repo_id: str,
@@ -211,25 +210,6 @@ def _adaptir_push_to_hub(
             commit_description=commit_description,
             create_pr=create_pr,
         )
-
-
-def enable_card_on_push() -> None:
-    """Make ``PeftModel.push_to_hub`` upload an AdaptIR model with our card (idempotent).
-
-    transformers 5's ``PushToHubMixin.push_to_hub`` (which ``PeftModel`` inherits) saves the model, then overwrites
-    the README.md peft wrote with the remote card or a fresh ``library_name: transformers`` one. This wraps that one
-    method: AdaptIR models are saved and uploaded with ``huggingface_hub`` and our card; other models are untouched.
-    """
-    current = PeftModel.push_to_hub
-    if getattr(current, "_adaptir_card", False):
-        return
-
-    @functools.wraps(current)
-    def push_to_hub(self: PeftModel, repo_id: str, **kwargs: Any) -> str:
-        return _adaptir_push_to_hub(current, self, repo_id, **kwargs)
-
-    push_to_hub._adaptir_card = True  # type: ignore[attr-defined]
-    PeftModel.push_to_hub = push_to_hub
 
 
 # ---- loading ----

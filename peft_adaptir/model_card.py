@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from .degradations import get_task_spec, list_tasks
+from .data.degradations import get_task_spec, list_tasks
 
 __all__ = ["build_model_card", "card_tags"]
 

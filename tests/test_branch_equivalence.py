@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from peft_adaptir.branch import AdaptIRBranch, FrequencyAffine
-from peft_adaptir.reference import reference_branch_forward, reference_frequency_affine
+from peft_adaptir.tuner.branch import AdaptIRBranch, FrequencyAffine
+from peft_adaptir.tuner.reference import reference_branch_forward, reference_frequency_affine
 
 C, H_WIDTH = 12, 6
 CONFIGS = [

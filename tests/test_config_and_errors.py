@@ -9,7 +9,7 @@ from peft.mapping import PEFT_TYPE_TO_PREFIX_MAPPING
 from tiny_models import PLACEMENT, TinySequenceNet, TinyTokenNet, build, output_of, tiny_swin2sr_config
 
 import peft_adaptir
-from peft_adaptir import AdaptIRBranch, AdaptIRConfig, AdaptIRLayer
+from peft_adaptir import AdaptIRBranch, AdaptIRConfig, AdaptIRLayer, peft_patches
 
 
 def test_parameter_count_matches_the_method_page():
@@ -80,8 +80,8 @@ def test_invalid_configs_fail_at_construction(kwargs, message):
 
 
 def test_registration_is_idempotent_and_public():
-    peft_adaptir.register()
-    peft_adaptir.register()
+    peft_patches.apply()
+    peft_patches.apply()
     assert PeftType("ADAPTIR") is peft_adaptir.ADAPTIR_PEFT_TYPE
     assert list(PeftType).count(PeftType.ADAPTIR) == 1
     assert PEFT_TYPE_TO_PREFIX_MAPPING[PeftType.ADAPTIR] == "adaptir_"

@@ -21,7 +21,7 @@ pytest.importorskip(
 from peft import PeftConfig, PeftModel  # noqa: E402
 from spandrel.architectures.IPT import IPT  # noqa: E402
 
-from peft_adaptir.convert_release import convert_release_checkpoint  # noqa: E402
+from peft_adaptir.backbones.convert_release import convert_release_checkpoint  # noqa: E402
 
 
 class ReleaseAdaptIR(nn.Module):
@@ -123,7 +123,7 @@ def test_converted_adapter_reproduces_the_release(tmp_path):
     torch.testing.assert_close(adapted, expected, rtol=0, atol=1e-6)
 
     # and one module on its own, in float32 as released
-    from peft_adaptir.branch import AdaptIRBranch
+    from peft_adaptir.tuner.branch import AdaptIRBranch
 
     release = modules["body.decoder.layers.1"].float()
     ours = AdaptIRBranch(72, 9, rank=4, fusion="gated").eval()

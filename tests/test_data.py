@@ -6,7 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from peft_adaptir.data import (
+from peft_adaptir.data.pairs import EvalPairs, PairedFolderPatches, PatchPairs, dihedral
+from peft_adaptir.data.sources import (
     SKIMAGE_HELDOUT,
     SKIMAGE_TRAIN,
     holdout_split,
@@ -14,7 +15,6 @@ from peft_adaptir.data import (
     load_paired_folders,
     load_skimage_photos,
 )
-from peft_adaptir.patches import EvalPairs, PairedFolderPatches, PatchPairs, dihedral
 
 
 def _save(path, seed, size=(40, 56)):

@@ -13,9 +13,9 @@ import torch
 from transformers import Swin2SRForImageSuperResolution
 
 from peft_adaptir import default_base
-from peft_adaptir.data import load_skimage_photos, pil_to_tensor
-from peft_adaptir.default_base import default_base_path, load_default_base
-from peft_adaptir.degradations import degrade
+from peft_adaptir.backbones.default_base import default_base_path, load_default_base
+from peft_adaptir.data.degradations import degrade
+from peft_adaptir.data.sources import load_skimage_photos, pil_to_tensor
 from peft_adaptir.metrics import calculate_psnr
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "pretrain_base.py"

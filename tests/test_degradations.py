@@ -3,7 +3,7 @@ import pytest
 import skimage.data
 import torch
 
-from peft_adaptir.degradations import (
+from peft_adaptir.data.degradations import (
     JPEG,
     BicubicDown,
     GaussianNoise,

@@ -69,7 +69,7 @@ def tiny_default_base():
 @pytest.mark.parametrize("page", PAGES)
 def test_page_snippets_run(page, hub_client, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    monkeypatch.setattr("peft_adaptir.default_base.load_default_base", tiny_default_base)
+    monkeypatch.setattr("peft_adaptir.backbones.default_base.load_default_base", tiny_default_base)
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": f"docs_{page}", "__check__": _check}
     blocks = BLOCK.findall((DOCS / page).read_text())

@@ -21,7 +21,7 @@ from tiny_models import save_base_and_adapters
 
 import peft_adaptir
 from peft_adaptir import restore
-from peft_adaptir.data import load_skimage_photos
+from peft_adaptir.data.sources import load_skimage_photos
 from peft_adaptir.metrics import calculate_psnr
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -103,7 +103,7 @@ def test_serve_example_errors(models, tmp_path, monkeypatch, capsys):
     assert serve.main([f"--adapter=mine={models / 'derain-heavy'}", "--output", str(tmp_path)]) == 2
     assert "--image NAME=PATH" in capsys.readouterr().err
     # without --base the embedded default base is used; a missing one is a clear error, not a traceback
-    monkeypatch.setattr("peft_adaptir.default_base._ASSET_DIR", tmp_path / "no-base")
+    monkeypatch.setattr("peft_adaptir.backbones.default_base._ASSET_DIR", tmp_path / "no-base")
     assert serve.main([adapter, "--output", str(tmp_path)]) == 2
     assert "embedded default base model is incomplete" in capsys.readouterr().err
 

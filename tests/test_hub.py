@@ -21,7 +21,8 @@ from hub_fixtures import (
 )
 from huggingface_hub import ModelCard, hf_hub_download, snapshot_download
 
-from peft_adaptir.hub import AdapterHubError, enable_card_on_push, load_adapters, push_adapter
+from peft_adaptir import peft_patches
+from peft_adaptir.hub import AdapterHubError, load_adapters, push_adapter
 
 BASE_ID = "caidas/swin2SR-classical-sr-x2-64"
 TRAIN_CMD = "peft-adaptir train --task derain-heavy --steps 2000"
@@ -184,8 +185,8 @@ def test_offline_with_populated_cache(hub_client, pushed, tmp_path):  # noqa: F8
 
 def test_model_push_to_hub_keeps_our_card(hub_client, monkeypatch):  # noqa: F811
     monkeypatch.setenv("HF_TOKEN", TOKEN)  # the usual place: no token argument
-    enable_card_on_push()
-    enable_card_on_push()  # idempotent
+    peft_patches.apply()
+    peft_patches.apply()  # idempotent
     model = make_adapters(tiny_base(), ["derain"])
     url = model.push_to_hub("alice/pushed", tags=["demo"])
     assert "alice/pushed" in url
@@ -203,7 +204,7 @@ def test_push_to_hub_of_other_peft_methods_is_unchanged(hub_client, monkeypatch)
     from peft import LoraConfig, get_peft_model
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    enable_card_on_push()
+    peft_patches.apply()
     model = get_peft_model(tiny_base(), LoraConfig(r=2, target_modules=["query"]))
     model.push_to_hub("alice/lora")
     assert ModelCard.load("alice/lora").data.library_name == "transformers"

@@ -14,7 +14,7 @@ from torch import nn
 from transformers import Swin2SRForImageSuperResolution
 
 from peft_adaptir import AdaptIRConfig  # importing peft_adaptir registers AdaptIR with peft
-from peft_adaptir.inference import restore
+from peft_adaptir.inference.pipeline import restore
 
 # Tiled (tile 32, overlap 16) vs untiled on the chelsea photo (75 x 113), max |diff| measured on the tiny random
 # Swin2SRs: 9.1e-4 at scale 1 (mean 6e-5; 1.3e-2 with no overlap); 1.35e-2 at x2, whose untrained head has a

@@ -7,7 +7,7 @@ import torch
 from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from peft_adaptir.degradations import degrade
+from peft_adaptir.data.degradations import degrade
 from peft_adaptir.metrics import calculate_psnr, calculate_ssim, psnr_batch, rgb_to_y, ssim_batch
 
 PHOTOS = {"astronaut": skimage.data.astronaut, "chelsea": skimage.data.chelsea, "rocket": skimage.data.rocket}

@@ -25,8 +25,8 @@ SCRIPT = textwrap.dedent(
     import torch
     from accelerate import PartialState
 
-    from peft_adaptir.base_model import load_base_model
-    from peft_adaptir.training import TrainingConfig, train
+    from peft_adaptir.backbones.loading import load_base_model
+    from peft_adaptir.training.loop import TrainingConfig, train
 
     base_dir, out = sys.argv[1], Path(sys.argv[2])
     config = TrainingConfig(

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from peft_adaptir import optim
-from peft_adaptir.optim import adapter_optimizer
+from peft_adaptir.training.optim import adapter_optimizer
 
 
 def _params(seed: int = 0) -> list[torch.nn.Parameter]:
@@ -50,7 +50,7 @@ def test_falls_back_to_foreach_where_fused_is_refused(monkeypatch, caplog) -> No
 
     monkeypatch.setattr(optim.torch.optim, "AdamW", adamw_without_fused)
     params, loop_params = _params(), _params()
-    with caplog.at_level(logging.INFO, logger="peft_adaptir.optim"):
+    with caplog.at_level(logging.INFO, logger="peft_adaptir.training.optim"):
         optimizer = adapter_optimizer(params, lr=1e-2)
     assert optimizer.defaults["foreach"] is True and not optimizer.defaults["fused"]
     assert "Fused AdamW unavailable" in caplog.text

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from peft_adaptir.safe_load import UnsafeCheckpointError, load_checkpoint
+from peft_adaptir.backbones.safe_load import UnsafeCheckpointError, load_checkpoint
 
 
 class _RunsCode:

@@ -28,8 +28,8 @@ from spandrel.architectures.SCUNet import SCUNet  # noqa: E402
 from spandrel.architectures.SwinIR import SwinIR  # noqa: E402
 
 from peft_adaptir import AdaptIRLayer  # noqa: E402
-from peft_adaptir.safe_load import UnsafeCheckpointError  # noqa: E402
-from peft_adaptir.spandrel_support import (  # noqa: E402
+from peft_adaptir.backbones.safe_load import UnsafeCheckpointError  # noqa: E402
+from peft_adaptir.backbones.spandrel_loader import (  # noqa: E402
     adaptir_config_for,
     architecture_name,
     base_model_from_checkpoint,
@@ -228,7 +228,7 @@ def test_a_pth_that_runs_code_is_refused_and_runs_nothing(tmp_path):
 def test_cli_base_from_a_pth_file_restores_whole_images(tmp_path):
     """`--base model.pth` goes through load_base_model; restore() pads to the model's size multiple."""
     from peft_adaptir import restore
-    from peft_adaptir.base_model import load_base_model
+    from peft_adaptir.backbones.loading import load_base_model
 
     _saved_and_loaded(_swinir, tmp_path)
     base = load_base_model(tmp_path / "model.pth")

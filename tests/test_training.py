@@ -13,11 +13,11 @@ from transformers import Swin2SRForImageSuperResolution
 
 import peft_adaptir  # noqa: F401 - registers AdaptIR with peft
 from peft_adaptir import training
-from peft_adaptir.base_model import load_base_model
-from peft_adaptir.checkpointing import latest_checkpoint, read_trainer_state
-from peft_adaptir.train_cli import add_train_arguments, run_train
-from peft_adaptir.training import TrainingConfig, TrainingDiverged, train
-from peft_adaptir.training_data import check_batch, check_model_fits
+from peft_adaptir.backbones.loading import load_base_model
+from peft_adaptir.cli.train import add_train_arguments, run_train
+from peft_adaptir.training.checkpoints import latest_checkpoint, read_trainer_state
+from peft_adaptir.training.datasets import check_batch, check_model_fits
+from peft_adaptir.training.loop import TrainingConfig, TrainingDivergedError, train
 
 
 def _tiny_swin2sr(**overrides) -> Swin2SRForImageSuperResolution:
@@ -89,8 +89,8 @@ def test_cli_tiny_run_lowers_validation_loss_and_writes_adapter_log_and_plots(ba
     # the saved adapter alone (no base weights) reproduces the logged final validation on a fresh base
     from peft import PeftModel
 
-    from peft_adaptir.data import load_image_dataset
-    from peft_adaptir.patches import EvalPairs
+    from peft_adaptir.data.pairs import EvalPairs
+    from peft_adaptir.data.sources import load_image_dataset
 
     weights = _adapter_weights(adapter_dir)
     assert weights and all("adaptir_branch" in key for key in weights)
@@ -141,7 +141,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(base_di
 
     monkeypatch.setitem(training.LOSS_FUNCTIONS, "l1", l1_then_nan)
     out = tmp_path / "nan"
-    with pytest.raises(TrainingDiverged, match=r"at step 5.*last good checkpoint is .*step-4"):
+    with pytest.raises(TrainingDivergedError, match=r"at step 5.*last good checkpoint is .*step-4"):
         train(load_base_model(str(base_dir)), _small_config(out))
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-4"]
     assert not (out / "adapter").exists()

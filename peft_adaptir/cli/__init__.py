@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from .restore_cli import add_restore_arguments, run_restore
-from .train_cli import add_train_arguments, run_train
+from .restore import add_restore_arguments, run_restore
+from .train import add_train_arguments, run_train
 
 
 def run_tasks(args: argparse.Namespace) -> int:
-    from .degradations import get_task_spec, list_tasks
+    from ..data.degradations import get_task_spec, list_tasks
 
     for kind in ("pretrain", "transfer", "extra"):
         print(f"{kind}:")

@@ -2,10 +2,8 @@
 
 An AdaptIR adapter is many small tensors (18 per block for ``sum``, 24 for ``gated``, against 3 for a plain bottleneck
 adapter). AdamW's default per-tensor loop spends several small kernels on each of them every step, which on this CPU
-was the largest share of AdaptIR's extra step time over the bottleneck adapter (``docs/speed.md``). The fused kernel
-updates every tensor in one pass: for the 432 tensors of a ``sum`` adapter on the lightweight Swin2SR, one step took
-5.0 ms fused against 16.7 ms with ``foreach=True`` and 28.8 ms with the per-tensor loop on a 2-core CPU
-(``benchmarks/optimizer_step.py``).
+was the largest share of AdaptIR's extra step time over the bottleneck adapter. The fused kernel updates every tensor
+in one pass (measured against the alternatives by ``python -m benchmarks.optimizer_step``; figures in docs/speed.md).
 """
 
 from __future__ import annotations

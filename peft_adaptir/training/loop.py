@@ -19,20 +19,20 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import checkpointing as ckpt
+from . import checkpoints as ckpt
+from .config import TrainingConfig
+from .datasets import build_datasets, check_batch, check_model_fits, reconstruction
 from .optim import adapter_optimizer
 from .plots import plot_preview, plot_training_curve
-from .training_config import TrainingConfig
-from .training_data import build_datasets, check_batch, check_model_fits, reconstruction
 
-__all__ = ["TrainingConfig", "TrainingDiverged", "TrainingResult", "train", "wrap_with_adapter", "LOSS_FUNCTIONS"]
+__all__ = ["TrainingConfig", "TrainingDivergedError", "TrainingResult", "train", "wrap_with_adapter", "LOSS_FUNCTIONS"]
 
 LOG_FILE = "training_log.json"
 CURVE_FILE = "training_curve.png"
 PREVIEW_FILE = "preview.png"
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite; the run stopped without saving that state."""
 
 
@@ -58,7 +58,7 @@ def wrap_with_adapter(base_model: nn.Module, config: TrainingConfig) -> nn.Modul
     """``get_peft_model(base, AdaptIRConfig(**config.adapter))``, or ``base_model`` itself if already a PeftModel."""
     from peft import PeftModel, get_peft_model
 
-    from .config import AdaptIRConfig
+    from ..tuner.config import AdaptIRConfig
 
     if isinstance(base_model, PeftModel):
         if not any(p.requires_grad for p in base_model.parameters()):
@@ -84,7 +84,7 @@ def _lr_lambda(config: TrainingConfig, num_processes: int):
 @torch.no_grad()
 def _validate(model: nn.Module, val_set, device: torch.device, loss_fn) -> tuple[dict[str, float], tuple]:
     """Mean loss / PSNR / SSIM (RGB, 8-bit rounded) over the validation images; model in eval mode meanwhile."""
-    from .metrics import psnr_batch, ssim_batch
+    from ..metrics import psnr_batch, ssim_batch
 
     was_training = model.training
     model.eval()
@@ -106,7 +106,7 @@ def _write_outputs(model, output_dir: Path, config: TrainingConfig, log: dict, p
     (adapter_dir / LOG_FILE).write_text(json.dumps(log, indent=1))
     plot_training_curve(log["losses"], log["validation"], adapter_dir / CURVE_FILE, config.loss)
     degraded, restored, clean = preview
-    from .metrics import psnr_batch
+    from ..metrics import psnr_batch
 
     psnr = lambda x: psnr_batch(x[None].float(), clean[None], quantize=True).item()  # noqa: E731
     titles = (f"degraded ({psnr(degraded):.2f} dB)", f"restored ({psnr(restored):.2f} dB)", "clean")
@@ -119,7 +119,7 @@ def train(base_model: nn.Module, config: TrainingConfig) -> TrainingResult:
 
     Writes ``<output_dir>/checkpoints/step-N`` (resumable) and, at the end, ``<output_dir>/adapter`` with the adapter
     (``save_pretrained``, safetensors), ``training_log.json``, ``training_curve.png`` and ``preview.png``.
-    Raises :class:`TrainingDiverged` when the loss is not finite (the last good checkpoint stays).
+    Raises :class:`TrainingDivergedError` when the loss is not finite (the last good checkpoint stays).
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -234,4 +234,4 @@ def _stop_diverged(accelerator, output_dir: Path, step: int, losses: torch.Tenso
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / LOG_FILE).write_text(json.dumps({**state, "stopped": message}, indent=1))
-    raise TrainingDiverged(message)
+    raise TrainingDivergedError(message)

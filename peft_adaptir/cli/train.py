@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .training_config import LOSSES, MIXED_PRECISION, SCHEDULES, TrainingConfig
+from ..training.config import LOSSES, MIXED_PRECISION, SCHEDULES, TrainingConfig
+from ..tuner.branch import FUSIONS
 
 __all__ = ["add_train_arguments", "config_from_args", "run_train", "main"]
 
@@ -58,7 +59,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     run.add_argument("--no-progress", action="store_true", help="No progress bar.")
     adapter = parser.add_argument_group("adapter")
     adapter.add_argument("--adapter-name", default=d.adapter_name)
-    adapter.add_argument("--fusion", choices=("gated", "sum"), default=None, help="Branch fusion (default sum).")
+    adapter.add_argument("--fusion", choices=FUSIONS, default=None, help="Branch fusion (default sum).")
     adapter.add_argument("--width", type=int, default=None, help="Adapter width h (default: C // reduction).")
     adapter.add_argument("--reduction", type=int, default=None, help="h = C // reduction (default 24).")
     return parser
@@ -81,14 +82,14 @@ def config_from_args(args: argparse.Namespace) -> TrainingConfig:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train as ``args`` say; print where the adapter went. Returns 0, 1 (loss diverged) or 2 (bad input)."""
-    from .base_model import load_base_model
-    from .training import TrainingDiverged, train
+    from ..backbones.loading import load_base_model
+    from ..training.loop import TrainingDivergedError, train
 
     try:
         config = config_from_args(args)
         config.validate()
         result = train(load_base_model(args.base), config)
-    except TrainingDiverged as err:
+    except TrainingDivergedError as err:
         print(f"peft-adaptir train: stopped: {err}", file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError) as err:

@@ -15,9 +15,10 @@ from typing import Any
 
 from torch import nn
 
-from .config import AdaptIRConfig
-from .presets import PRESETS, find_preset
+from ..tuner.config import AdaptIRConfig
+from ..tuner.presets import PRESETS, find_preset
 from .safe_load import load_checkpoint
+from .size_multiple import SIZE_MULTIPLE_ATTRIBUTE
 
 __all__ = [
     "adaptir_config_for",
@@ -121,7 +122,7 @@ def size_multiple_for(descriptor: Any) -> int:
     requirements = getattr(descriptor, "size_requirements", None)
     if requirements is not None:
         return int(requirements.multiple_of)
-    stored = getattr(descriptor, "adaptir_size_multiple", None)
+    stored = getattr(descriptor, SIZE_MULTIPLE_ATTRIBUTE, None)
     if stored is not None:
         return int(stored)
     raise TypeError(
@@ -145,5 +146,5 @@ def base_model_from_checkpoint(path: str | os.PathLike) -> nn.Module:
             "API: load_spandrel_base() and get_peft_model(model, adaptir_config_for(model)), then call the "
             "descriptor on images."
         )
-    model.adaptir_size_multiple = size_multiple_for(descriptor)
+    setattr(model, SIZE_MULTIPLE_ATTRIBUTE, size_multiple_for(descriptor))
     return model

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .branch import AdaptIRBranch
-from .config import AdaptIRConfig
-from .model import BRANCH_CONTAINER
+from ..tuner.branch import AdaptIRBranch
+from ..tuner.config import AdaptIRConfig
+from ..tuner.constants import ADAPTER_WEIGHTS_FILE, BRANCH_CONTAINER
 from .safe_load import load_checkpoint
 
 __all__ = ["RELEASE_TO_BRANCH", "convert_release_checkpoint"]
@@ -117,7 +117,7 @@ def convert_release_checkpoint(
     descriptor) the adapters will be loaded onto; nothing in it is changed. Every shape is checked against the
     modules this IPT needs; the first mismatch raises a ValueError naming the key, its shape and the expected one.
     """
-    from .spandrel_support import _module_of, ipt_grid_size
+    from .spandrel_loader import _module_of, ipt_grid_size
 
     state = load_checkpoint(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
     layers = _unwrap(state)
@@ -147,7 +147,7 @@ def convert_release_checkpoint(
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(str(output))
-    save_file(tensors, str(output / "adapter_model.safetensors"), metadata={"format": "pt"})
+    save_file(tensors, str(output / ADAPTER_WEIGHTS_FILE), metadata={"format": "pt"})
     return output
 
 

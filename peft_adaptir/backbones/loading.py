@@ -29,7 +29,7 @@ def load_base_model(spec: str | os.PathLike | None = None) -> nn.Module:
     spec = str(default_base_path()) if spec is None else os.fspath(spec)
     path = Path(spec).expanduser()
     if path.is_file():  # a .pth / .safetensors checkpoint of a spandrel-supported architecture
-        from .spandrel_support import base_model_from_checkpoint
+        from .spandrel_loader import base_model_from_checkpoint
 
         return base_model_from_checkpoint(path)
     if spec.startswith(_PATH_PREFIXES) and not path.exists():

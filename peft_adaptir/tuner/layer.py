@@ -10,10 +10,9 @@ from torch import nn
 
 from .branch import AdaptIRBranch, resolve_width
 from .config import AdaptIRConfig
+from .constants import BASE_ADAPTER_NAME, BRANCH_CONTAINER, SCALE_CONTAINER
 from .grid import BlockGridCapture, InputSizeRecorder, resolve_grid
 from .layout import TOKEN_LAYOUTS, batch_size_of, from_feature_map, resolve_layout, to_feature_map
-
-BASE_ADAPTER_NAME = "__base__"  # in `adapter_names`, a sample that runs through the base model only
 
 
 def infer_in_channels(module: nn.Module) -> int:
@@ -32,8 +31,8 @@ def infer_in_channels(module: nn.Module) -> int:
 class AdaptIRLayer(BaseTunerLayer):
     """Mixin holding the AdaptIR branches of one FFN span, one per adapter name."""
 
-    adapter_layer_names: tuple[str, ...] = ("adaptir_branch",)
-    other_param_names: tuple[str, ...] = ("adaptir_scale",)
+    adapter_layer_names: tuple[str, ...] = (BRANCH_CONTAINER,)
+    other_param_names: tuple[str, ...] = (SCALE_CONTAINER,)
 
     def __init__(self, base_layer: nn.Module, where: str, layout: str | None) -> None:
         self.base_layer = base_layer

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import pil_to_tensor
 from .degradations import get_task
+from .sources import pil_to_tensor
 
 __all__ = ["PatchPairs", "PairedFolderPatches", "EvalPairs", "dihedral", "mix_seed"]
 

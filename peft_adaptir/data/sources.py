@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..image_files import IMAGE_EXTENSIONS
+
 __all__ = [
     "SKIMAGE_TRAIN",
     "SKIMAGE_HELDOUT",
@@ -47,7 +49,6 @@ __all__ = [
 
 SKIMAGE_TRAIN = ("rocket", "motorcycle_left", "motorcycle_right", "hubble_deep_field", "immunohistochemistry")
 SKIMAGE_HELDOUT = ("astronaut", "chelsea", "coffee")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _VALIDATION_NAMES = ("validation", "test", "heldout")
 
 

@@ -70,7 +70,7 @@ class TrainingConfig:
         if self.degraded_data is not None and self.data is None:
             raise ValueError("degraded_data needs data: the folder of clean images with the same file names.")
         if self.task is not None:
-            from .degradations import get_task_spec
+            from ..data.degradations import get_task_spec
 
             get_task_spec(self.task)  # raises for unknown names, listing the valid ones
         positive = {"patch_size": self.patch_size, "batch_size": self.batch_size, "steps": self.steps}

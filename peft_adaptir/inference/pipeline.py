@@ -1,7 +1,7 @@
 """``restore``: run an image-restoration model (optionally with AdaptIR task adapters) on user images.
 
-See :func:`restore`. Input/output conventions live in :mod:`peft_adaptir.image_io`, tiling in
-:mod:`peft_adaptir.tiling`.
+See :func:`restore`. Input/output conventions live in :mod:`peft_adaptir.inference.image_io`, tiling in
+:mod:`peft_adaptir.inference.tiling`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .base_model import reconstruction
+from ..backbones.loading import reconstruction
+from ..backbones.size_multiple import size_multiple as size_multiple_of
+from ..tuner.constants import BASE_ADAPTER_NAME
 from .image_io import ImageItem, merge_channels, to_items
-from .layer import BASE_ADAPTER_NAME
 from .tiling import Canvas, Tile, pad_to_multiple, plan_tiles
 
-"""Name in ``adapter_names`` that runs an image through the base model, no adapter."""
 DEFAULT_TILE_SIZE = 512
 """With ``tile_size=None``, images with a side longer than this are tiled in tiles of this size."""
 _PROGRESS_AUTO_THRESHOLD = 8
@@ -137,12 +137,7 @@ def _size_multiple(model: nn.Module, size_multiple: int | None) -> int:
         if not isinstance(size_multiple, int) or size_multiple < 1:
             raise ValueError(f"size_multiple must be a positive integer, got {size_multiple!r}.")
         return size_multiple
-    base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
-    config = getattr(base, "config", None)
-    if getattr(config, "model_type", None) == "swin2sr":
-        return int(config.window_size)
-    stored = getattr(base, "adaptir_size_multiple", None)  # set for spandrel-loaded bases
-    return 1 if stored is None else int(stored)
+    return size_multiple_of(model)
 
 
 def _tile_size(tile_size: int | None, multiple: int, items: list[ImageItem]) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+from ..image_files import IMAGE_EXTENSIONS
 
 
 def add_restore_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -52,18 +52,18 @@ def collect_inputs(inputs: list[str], default_task: str | None, known: set[str])
             raise ValueError(f"No task for {item}: pass --task NAME or write it as TASK={item}.")
         if not path.exists():
             raise FileNotFoundError(f"Input {path} does not exist.")
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS) if path.is_dir() else [path]
         if not files:
-            raise ValueError(f"Folder {path} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+            raise ValueError(f"Folder {path} holds no image files ({', '.join(IMAGE_EXTENSIONS)}).")
         pairs.extend((file, task) for file in files)
     return pairs
 
 
 def run_restore(args: argparse.Namespace) -> int:
-    from .base_model import load_base_model
-    from .hub import load_adapters
-    from .inference import restore
-    from .layer import BASE_ADAPTER_NAME
+    from ..backbones.loading import load_base_model
+    from ..hub import load_adapters
+    from ..inference.pipeline import restore
+    from ..tuner.constants import BASE_ADAPTER_NAME
 
     try:
         adapters = parse_adapter_specs(args.adapter)

@@ -9,19 +9,29 @@ from peft.tuners.tuners_utils import BaseTuner
 from peft.utils import ModulesToSaveWrapper
 from torch import nn
 
+from .branch import FUSIONS, AdaptIRBranch
 from .config import AdaptIRConfig
+from .constants import BASE_ADAPTER_NAME, BRANCH_CONTAINER, PREFIX
 from .grid import BlockGridCapture, InputSizeRecorder, find_enclosing_block
-from .layer import BASE_ADAPTER_NAME, AdaptIRLayer, AdaptIRModule
+from .layer import AdaptIRLayer, AdaptIRModule
+from .load_check import check_adapter_fits
 from .presets import PRESETS, find_preset
 
-BRANCH_CONTAINER = "adaptir_branch"
-# Names used inside a branch's state-dict keys: an adapter may not be called like one (peft filters saved keys by
-# ".<adapter name>." segments, so such a name would drop or mix up another adapter's weights).
-_BRANCH_KEY_SEGMENTS = {
-    "down", "norm", "local", "frequency", "channel", "gates", "up", "weight", "bias", "running_mean", "running_var",
-    "num_batches_tracked", "conv_weight_A", "conv_weight_B", "conv_bias", "amp_fuse", "pha_fuse", "compress", "proj",
-    "channel_interaction", "spatial_interaction", BRANCH_CONTAINER, "base_layer",
-}  # fmt: skip
+
+def _branch_key_segments() -> frozenset[str]:
+    """Every name inside the state-dict keys of a branch (both fusions, all branches), plus the containers.
+
+    An adapter may not be called like one: peft filters saved keys by ".<adapter name>." segments, so such a name
+    would drop or mix up another adapter's weights.
+    """
+    segments = {BRANCH_CONTAINER, "base_layer"}
+    for fusion in FUSIONS:
+        for key in AdaptIRBranch(8, 4, fusion=fusion).state_dict():
+            segments.update(key.split("."))
+    return frozenset(segment for segment in segments if not segment.isdigit())
+
+
+_BRANCH_KEY_SEGMENTS = _branch_key_segments()
 
 
 def _inject_adapter_names(module: nn.Module, args: tuple, kwargs: dict, adapter_names: list[str]) -> tuple:
@@ -32,7 +42,7 @@ def _inject_adapter_names(module: nn.Module, args: tuple, kwargs: dict, adapter_
 class AdaptIRModel(BaseTuner):
     """Injects AdaptIR branches next to the FFNs of a model. Created by ``peft.get_peft_model``; see AdaptIRConfig."""
 
-    prefix: str = "adaptir_"
+    prefix: str = PREFIX
     tuner_layer_cls = AdaptIRLayer
     target_module_mapping = {
         model_type: list(preset.target_modules) for preset in PRESETS.values() for model_type in preset.model_types
@@ -120,9 +130,7 @@ class AdaptIRModel(BaseTuner):
 
     @classmethod
     def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
-        """peft's key mapping, then a check that the file fits this model (see load_guard)."""
-        from .load_guard import check_adapter_fits  # noqa: PLC0415 - load_guard imports peft's PeftModel
-
+        """peft's key mapping, then a check that the file fits this model (see load_check)."""
         remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
         check_adapter_fits(model, adapter_name, remapped, config.base_model_name_or_path)
         return remapped

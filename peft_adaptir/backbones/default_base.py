@@ -19,7 +19,7 @@ from transformers import Swin2SRForImageSuperResolution
 __all__ = ["DEFAULT_BASE_FILES", "default_base_path", "load_default_base"]
 
 DEFAULT_BASE_FILES = ("config.json", "model.safetensors")
-_ASSET_DIR = Path(__file__).resolve().parent / "assets" / "default_base"
+_ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_base"
 
 
 def default_base_path() -> Path:

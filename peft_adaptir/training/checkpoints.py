@@ -19,8 +19,9 @@ from accelerate import Accelerator
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
+from ..tuner.constants import ADAPTER_WEIGHTS_FILE
+
 __all__ = [
-    "ADAPTER_WEIGHTS",
     "TRAINER_STATE",
     "checkpoint_root",
     "register_adapter_only_state",
@@ -30,7 +31,6 @@ __all__ = [
     "prune_checkpoints",
 ]
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 TRAINER_STATE = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -48,14 +48,14 @@ def register_adapter_only_state(accelerator: Accelerator) -> None:
             if accelerator.is_main_process:
                 peft_model = accelerator.unwrap_model(model)
                 state = get_peft_model_state_dict(peft_model, adapter_name=peft_model.active_adapter)
-                name = ADAPTER_WEIGHTS if index == 0 else f"adapter_model_{index}.safetensors"
+                name = ADAPTER_WEIGHTS_FILE if index == 0 else f"adapter_model_{index}.safetensors"
                 save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(Path(output_dir) / name))
         weights.clear()  # accelerate would otherwise save the full model (frozen base included)
 
     def load_hook(models: list, input_dir: str) -> None:
         for index, model in enumerate(models):
             peft_model = accelerator.unwrap_model(model)
-            name = ADAPTER_WEIGHTS if index == 0 else f"adapter_model_{index}.safetensors"
+            name = ADAPTER_WEIGHTS_FILE if index == 0 else f"adapter_model_{index}.safetensors"
             state = load_file(str(Path(input_dir) / name))
             result = set_peft_model_state_dict(peft_model, state, adapter_name=peft_model.active_adapter)
             missing = [k for k in result.missing_keys if peft_model.active_adapter in k]

@@ -7,8 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base_model import reconstruction
-from .training_config import TrainingConfig
+from ..backbones.loading import reconstruction
+from ..backbones.size_multiple import size_multiple
+from .config import TrainingConfig
 
 __all__ = ["StepWindow", "build_datasets", "check_batch", "check_model_fits", "reconstruction"]
 
@@ -35,8 +36,8 @@ def build_datasets(
 
     Training items are ``(degraded, clean)`` of ``(3, P, P)``; validation items ``(degraded, clean, name)``.
     """
-    from .data import holdout_split, load_image_dataset, load_paired_folders
-    from .patches import EvalPairs, PairedFolderPatches, PatchPairs
+    from ..data.pairs import EvalPairs, PairedFolderPatches, PatchPairs
+    from ..data.sources import holdout_split, load_image_dataset, load_paired_folders
 
     per_step = config.batch_size * config.grad_accum * num_processes
     total = config.steps * per_step
@@ -56,10 +57,10 @@ def build_datasets(
 
 
 def check_model_fits(model: nn.Module, patch_size: int) -> int:
-    """The model's size multiple (``config.window_size``, else 8); errors unless it restores at scale 1 and
+    """The model's size multiple (``backbones.size_multiple``); errors unless it restores at scale 1 and
     ``patch_size`` is a multiple of it. Runs one patch through the model (eval mode, no gradients) to check."""
     config = getattr(model, "config", None)
-    multiple = int(getattr(config, "window_size", None) or 8)
+    multiple = size_multiple(model)
     upscale = getattr(config, "upscale", 1)
     if upscale != 1:
         raise ValueError(

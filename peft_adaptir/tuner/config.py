@@ -6,8 +6,10 @@ import math
 from dataclasses import dataclass, field
 
 from peft.config import PeftConfig
+from peft.utils.peft_types import PeftType
 
 from .branch import BRANCH_NAMES, validate_branch_options
+from .constants import PEFT_TYPE_NAME
 from .layout import LAYOUTS, TOKEN_LAYOUTS
 from .presets import Preset, get_preset
 
@@ -111,9 +113,7 @@ class AdaptIRConfig(PeftConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from .registration import ADAPTIR_PEFT_TYPE  # noqa: PLC0415 - registration imports this module
-
-        self.peft_type = ADAPTIR_PEFT_TYPE
+        self.peft_type = PeftType(PEFT_TYPE_NAME)  # the member peft_adaptir.peft_patches adds on import
         if isinstance(self.target_modules, list):
             self.target_modules = set(self.target_modules)
         if isinstance(self.exclude_modules, list):

@@ -1,0 +1,25 @@
+"""The AdaptIR method as a peft tuner, laid out like peft's own ``src/peft/tuners/<method>/``.
+
+``constants`` (names; imports only peft) -> ``branch`` (the math, no peft) -> ``layout``, ``grid``, ``presets`` ->
+``config`` -> ``layer`` -> ``load_check`` -> ``model``. Registration with peft lives in ``peft_adaptir.peft_patches``.
+"""
+
+from .branch import AdaptIRBranch
+from .config import AdaptIRConfig
+from .constants import BASE_ADAPTER_NAME, PEFT_TYPE_NAME
+from .layer import AdaptIRLayer
+from .load_check import AdapterMismatchError
+from .model import AdaptIRModel
+from .presets import PRESETS, Preset
+
+__all__ = [
+    "BASE_ADAPTER_NAME",
+    "PEFT_TYPE_NAME",
+    "PRESETS",
+    "AdapterMismatchError",
+    "AdaptIRBranch",
+    "AdaptIRConfig",
+    "AdaptIRLayer",
+    "AdaptIRModel",
+    "Preset",
+]
