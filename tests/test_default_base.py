@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import Swin2SRForImageSuperResolution
 
-from peft_adaptir import default_base
+from peft_adaptir.backbones import default_base
 from peft_adaptir.backbones.default_base import default_base_path, load_default_base
 from peft_adaptir.data.degradations import degrade
 from peft_adaptir.data.sources import load_skimage_photos, pil_to_tensor

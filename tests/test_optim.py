@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 
-from peft_adaptir import optim
+from peft_adaptir.training import optim
 from peft_adaptir.training.optim import adapter_optimizer
 
 

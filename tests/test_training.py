@@ -12,9 +12,9 @@ from tiny_models import tiny_swin2sr_config
 from transformers import Swin2SRForImageSuperResolution
 
 import peft_adaptir  # noqa: F401 - registers AdaptIR with peft
-from peft_adaptir import training
 from peft_adaptir.backbones.loading import load_base_model
 from peft_adaptir.cli.train import add_train_arguments, run_train
+from peft_adaptir.training import loop as training
 from peft_adaptir.training.checkpoints import latest_checkpoint, read_trainer_state
 from peft_adaptir.training.datasets import check_batch, check_model_fits
 from peft_adaptir.training.loop import TrainingConfig, TrainingDivergedError, train
