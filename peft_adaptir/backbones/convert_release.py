@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from ..tuner.branch import AdaptIRBranch
 from ..tuner.config import AdaptIRConfig
 from ..tuner.constants import ADAPTER_WEIGHTS_FILE, BRANCH_CONTAINER
 from .safe_load import load_checkpoint
+from .spandrel_loader import _module_of, ipt_grid_size
 
 __all__ = ["RELEASE_TO_BRANCH", "convert_release_checkpoint"]
 
@@ -117,8 +119,6 @@ def convert_release_checkpoint(
     descriptor) the adapters will be loaded onto; nothing in it is changed. Every shape is checked against the
     modules this IPT needs; the first mismatch raises a ValueError naming the key, its shape and the expected one.
     """
-    from .spandrel_loader import _module_of, ipt_grid_size
-
     state = load_checkpoint(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
     layers = _unwrap(state)
     width, rank, kernel_size = _dimensions(layers)
@@ -142,8 +142,6 @@ def convert_release_checkpoint(
         fusion="gated",
         base_model_name_or_path=base_model_name_or_path,
     )
-    from safetensors.torch import save_file
-
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(str(output))

@@ -8,8 +8,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import AutoConfig, AutoModelForImageToImage, Swin2SRForImageSuperResolution
 
 from .default_base import default_base_path
+from .spandrel_loader import base_model_from_checkpoint
 
 __all__ = ["load_base_model", "reconstruction"]
 
@@ -24,13 +26,9 @@ def load_base_model(spec: str | os.PathLike | None = None) -> nn.Module:
     ``AutoModelForImageToImage``); None: the embedded default in ``peft_adaptir/assets/default_base/``. The model maps
     ``(B, 3, H, W)`` float in [0, 1] to ``.reconstruction`` of ``(B, 3, sH, sW)``; training needs ``s = 1``.
     """
-    from transformers import AutoConfig, AutoModelForImageToImage, Swin2SRForImageSuperResolution
-
     spec = str(default_base_path()) if spec is None else os.fspath(spec)
     path = Path(spec).expanduser()
     if path.is_file():  # a .pth / .safetensors checkpoint of a spandrel-supported architecture
-        from .spandrel_loader import base_model_from_checkpoint
-
         return base_model_from_checkpoint(path)
     if spec.startswith(_PATH_PREFIXES) and not path.exists():
         raise FileNotFoundError(f"--base {spec}: no such folder.")

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 __all__ = ["UnsafeCheckpointError", "load_checkpoint"]
 
@@ -39,8 +40,6 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, object]:
         raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist or is not a file.")
     suffix = path.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
-        from safetensors.torch import load_file
-
         return dict(load_file(str(path), device="cpu"))
     if suffix not in PICKLE_SUFFIXES:
         raise ValueError(
