@@ -1,6 +1,6 @@
 """Quality benchmark: AdaptIR against LoRA, the bottleneck adapter and full fine-tuning on unseen degradations.
 
-Follows ``shared/design/benchmark.md``: one pretrained scale-1 Swin2SR base (by default the package's embedded base),
+The protocol (docs/benchmarks.md): one pretrained scale-1 Swin2SR base (by default the package's embedded base),
 the four transfer tasks the base never saw, and these methods on the same data, steps, seeds and learning-rate search:
 the pretrained base (no training), full fine-tuning, peft LoRA with its rank matched to AdaptIR gated's trainable
 count, the plain bottleneck adapter (AdaptFormer) at AdaptIR's width, AdaptIR ``sum`` and AdaptIR ``gated``.

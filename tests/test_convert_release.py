@@ -1,7 +1,7 @@
 """The release converter: adapters in the authors' naming -> a peft-adaptir adapter that reproduces their outputs.
 
-``ReleaseAdaptIR`` below re-implements the released module from the method specification
-(``shared/design/adaptir-method.md``), with the release's parameter names, as an independent reference.
+``ReleaseAdaptIR`` below re-implements the released module from the method as docs/method.md states it
+(independently of the package's branch), with the release's parameter names, as an independent reference.
 """
 
 from __future__ import annotations

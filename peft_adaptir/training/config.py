@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..data.degradations import get_task_spec
+
 __all__ = ["TrainingConfig", "LOSSES", "SCHEDULES", "MIXED_PRECISION"]
 
 LOSSES = ("l1", "l2", "charbonnier")
@@ -70,8 +72,6 @@ class TrainingConfig:
         if self.degraded_data is not None and self.data is None:
             raise ValueError("degraded_data needs data: the folder of clean images with the same file names.")
         if self.task is not None:
-            from ..data.degradations import get_task_spec
-
             get_task_spec(self.task)  # raises for unknown names, listing the valid ones
         positive = {"patch_size": self.patch_size, "batch_size": self.batch_size, "steps": self.steps}
         positive["grad_accum"] = self.grad_accum

@@ -9,6 +9,8 @@ from torch import nn
 
 from ..backbones.loading import reconstruction
 from ..backbones.size_multiple import size_multiple
+from ..data.pairs import EvalPairs, PairedFolderPatches, PatchPairs
+from ..data.sources import holdout_split, load_image_dataset, load_paired_folders
 from .config import TrainingConfig
 
 __all__ = ["StepWindow", "build_datasets", "check_batch", "check_model_fits", "reconstruction"]
@@ -36,9 +38,6 @@ def build_datasets(
 
     Training items are ``(degraded, clean)`` of ``(3, P, P)``; validation items ``(degraded, clean, name)``.
     """
-    from ..data.pairs import EvalPairs, PairedFolderPatches, PatchPairs
-    from ..data.sources import holdout_split, load_image_dataset, load_paired_folders
-
     per_step = config.batch_size * config.grad_accum * num_processes
     total = config.steps * per_step
     if config.degraded_data is not None:

@@ -16,9 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from peft import PeftModel, get_peft_model
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..metrics import psnr_batch, ssim_batch
+from ..tuner.config import AdaptIRConfig
 from . import checkpoints as ckpt
 from .config import TrainingConfig
 from .datasets import build_datasets, check_batch, check_model_fits, reconstruction
@@ -56,10 +61,6 @@ LOSS_FUNCTIONS = {"l1": nn.functional.l1_loss, "l2": nn.functional.mse_loss, "ch
 
 def wrap_with_adapter(base_model: nn.Module, config: TrainingConfig) -> nn.Module:
     """``get_peft_model(base, AdaptIRConfig(**config.adapter))``, or ``base_model`` itself if already a PeftModel."""
-    from peft import PeftModel, get_peft_model
-
-    from ..tuner.config import AdaptIRConfig
-
     if isinstance(base_model, PeftModel):
         if not any(p.requires_grad for p in base_model.parameters()):
             raise ValueError("The PeftModel passed to train() has no trainable parameters; set_adapter(...) first.")
@@ -84,8 +85,6 @@ def _lr_lambda(config: TrainingConfig, num_processes: int):
 @torch.no_grad()
 def _validate(model: nn.Module, val_set, device: torch.device, loss_fn) -> tuple[dict[str, float], tuple]:
     """Mean loss / PSNR / SSIM (RGB, 8-bit rounded) over the validation images; model in eval mode meanwhile."""
-    from ..metrics import psnr_batch, ssim_batch
-
     was_training = model.training
     model.eval()
     losses, psnrs, ssims, first = [], [], [], None
@@ -106,8 +105,6 @@ def _write_outputs(model, output_dir: Path, config: TrainingConfig, log: dict, p
     (adapter_dir / LOG_FILE).write_text(json.dumps(log, indent=1))
     plot_training_curve(log["losses"], log["validation"], adapter_dir / CURVE_FILE, config.loss)
     degraded, restored, clean = preview
-    from ..metrics import psnr_batch
-
     psnr = lambda x: psnr_batch(x[None].float(), clean[None], quantize=True).item()  # noqa: E731
     titles = (f"degraded ({psnr(degraded):.2f} dB)", f"restored ({psnr(restored):.2f} dB)", "clean")
     plot_preview(degraded, restored, clean, adapter_dir / PREVIEW_FILE, titles)
@@ -121,9 +118,6 @@ def train(base_model: nn.Module, config: TrainingConfig) -> TrainingResult:
     (``save_pretrained``, safetensors), ``training_log.json``, ``training_curve.png`` and ``preview.png``.
     Raises :class:`TrainingDivergedError` when the loss is not finite (the last good checkpoint stays).
     """
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
     config.validate()
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum, cpu=config.cpu

@@ -1,8 +1,8 @@
 """The AdaptIR branch as a plain ``nn.Module`` (no peft inside).
 
 Reads a feature map (B, C, H, W) and returns the adapter's contribution (B, C, H, W). Inside, the work happens at the
-adapter width h: (B, h, H, W). The specification is ``shared/design/adaptir-method.md``; AdaptIR is
-arXiv 2312.08881 (Guo et al.). Two fusions exist: ``"sum"`` (paper v1) and ``"gated"`` (the authors' released code).
+adapter width h: (B, h, H, W). The method is AdaptIR, arXiv 2312.08881 (Guo et al.); docs/method.md states it
+step by step. Two fusions exist: ``"sum"`` (paper v1) and ``"gated"`` (the authors' released code).
 """
 
 from __future__ import annotations
