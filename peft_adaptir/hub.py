@@ -10,13 +10,15 @@ the token saved by ``hf auth login``. ``HF_ENDPOINT`` picks the Hub, ``HF_HUB_OF
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import torch
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, constants
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
@@ -37,7 +39,14 @@ except ImportError:  # pragma: no cover - older huggingface_hub releases use htt
     except ImportError:
         _TransportError = OSError
 
-__all__ = ["AdapterHubError", "adaptir_push_to_hub", "load_adapters", "push_adapter"]
+__all__ = [
+    "AdapterHubError",
+    "adaptir_push_to_hub",
+    "check_adapter_location",
+    "check_local_adapter",
+    "load_adapters",
+    "push_adapter",
+]
 
 _TOKEN_HINT = "for a private repo, log in with `hf auth login`, set HF_TOKEN, or pass token="
 
@@ -232,13 +241,95 @@ def _parse_spec(name: str, spec: str | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _hub_cause(err: BaseException) -> BaseException | None:
-    """The first ``huggingface_hub`` error in ``err``'s chain (peft wraps them in ``ValueError``)."""
+    """The first ``huggingface_hub`` or connection error in ``err``'s chain (peft wraps them in ``ValueError``)."""
     seen: BaseException | None = err
     while seen is not None:
-        if isinstance(seen, (HfHubHTTPError, EntryNotFoundError, OfflineModeIsEnabled)):
+        if isinstance(seen, (HfHubHTTPError, EntryNotFoundError, OfflineModeIsEnabled, _TransportError)):
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _connection_error(err: BaseException) -> BaseException | None:
+    """A connection-level error (refused, DNS, timeout) anywhere in ``err``'s chain."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (_TransportError, ConnectionError)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def check_local_adapter(name: str, folder: str | os.PathLike) -> None:
+    """Refuse, naming the problem, a local adapter folder that peft would fail on obscurely.
+
+    Checks that ``adapter_config.json`` exists and is valid JSON for an AdaptIR adapter, and that a weights file is
+    there. Raises ``FileNotFoundError`` or ``ValueError``.
+    """
+    config_file = os.path.join(folder, "adapter_config.json")
+    if not os.path.isfile(config_file):
+        found = ", ".join(sorted(os.listdir(folder))[:8]) or "nothing"
+        raise FileNotFoundError(
+            f"Adapter {name!r}: {folder} has no adapter_config.json, so it is not a saved adapter (it holds: "
+            f"{found}). Pass the folder that save_pretrained wrote."
+        )
+    try:
+        with open(config_file, encoding="utf-8") as file:
+            config = json.load(file)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"Adapter {name!r}: {config_file} is not valid JSON ({err}). Save the adapter again."
+        ) from err
+    peft_type = config.get("peft_type") if isinstance(config, dict) else None
+    if peft_type != "ADAPTIR":
+        raise ValueError(
+            f"Adapter {name!r}: {folder} is a {peft_type or 'non-peft'} adapter (peft_type in {config_file}), not an "
+            "AdaptIR adapter; restore and load_adapters load AdaptIR adapters only."
+        )
+    if not any(os.path.isfile(os.path.join(folder, weights)) for weights in _WEIGHT_FILES):
+        raise FileNotFoundError(
+            f"Adapter {name!r}: the weights file {os.path.join(folder, _WEIGHT_FILES[0])} is missing (only the config "
+            "is there). Copy or save the whole adapter folder."
+        )
+
+
+def check_adapter_location(name: str, location: str | os.PathLike) -> str | None:
+    """The local adapter folder ``location`` names, checked (see :func:`check_local_adapter`); None for a Hub id.
+
+    A string that looks like a path (``./x``, ``a/b/c``, or ``a/b`` where ``a`` exists here) but does not exist is a
+    ``FileNotFoundError`` saying the folder was not found, never a Hub lookup.
+    """
+    folder = os.path.expanduser(os.fspath(location))
+    if os.path.exists(folder):
+        if not os.path.isdir(folder):
+            raise ValueError(f"Adapter {name!r}: {folder} is a file; pass the folder holding adapter_config.json.")
+        check_local_adapter(name, folder)
+        return folder
+    if _looks_like_path(os.fspath(location)):
+        raise _missing_folder(name, os.fspath(location))
+    return None
+
+
+def _looks_like_path(location: str) -> bool:
+    """A string meant as a local folder: a path form no Hub id has, or a first part that exists here."""
+    if location.startswith((".", "/", "~")) or "\\" in location or os.sep != "/" and os.sep in location:
+        return True
+    parts = location.split("/")
+    return len(parts) != 2 or os.path.isdir(parts[0])
+
+
+def _missing_folder(name: str, location: str, hub_unreachable: str | None = None) -> FileNotFoundError:
+    parent = os.path.dirname(os.path.abspath(os.path.expanduser(location)))
+    near = ""
+    if os.path.isdir(parent):
+        close = difflib.get_close_matches(os.path.basename(location), os.listdir(parent), n=3)
+        if close:
+            near = f" Did you mean: {', '.join(os.path.join(os.path.dirname(location), c) for c in close)}?"
+    why = f"; as a Hub id it could not be looked up either ({hub_unreachable})" if hub_unreachable else ""
+    return FileNotFoundError(f"Adapter {name!r}: folder {location} not found{why}.{near}")
 
 
 def _explain(name: str, spec: dict[str, Any], cause: BaseException) -> AdapterHubError:
@@ -256,6 +347,11 @@ def _explain(name: str, spec: dict[str, Any], cause: BaseException) -> AdapterHu
         why = f"the repository was not found. Check the repo id; {_TOKEN_HINT}"
     elif isinstance(cause, EntryNotFoundError):
         why = "the repo has no adapter_config.json / adapter_model.safetensors there. Check the subfolder"
+    elif isinstance(cause, _TransportError):
+        why = (
+            f"connection refused at {constants.ENDPOINT} ({type(cause).__name__}). Check the network, a proxy or "
+            "HF_ENDPOINT"
+        )
     else:
         why = f"the Hub answered: {cause}"
     return AdapterHubError(f"Cannot load adapter {name!r} from {where}{at}: {why}.")
@@ -278,6 +374,9 @@ def load_adapters(
         raise ValueError("load_adapters needs at least one adapter: {name: 'user/repo', ...}.")
     model: PeftModel | None = None
     for name, raw in adapters.items():
+        if isinstance(raw, (str, os.PathLike)):
+            folder = check_adapter_location(name, raw)
+            raw = raw if folder is None else {"repo_id": folder}
         spec = _parse_spec(name, raw)
         kwargs = {key: value for key, value in spec.items() if key != "repo_id"}
         try:
@@ -293,5 +392,8 @@ def load_adapters(
             cause = _hub_cause(err)
             if cause is None:
                 raise
+            if _connection_error(err) is not None:  # no folder of that name here, and the Hub cannot be asked
+                unreachable = f"connection refused at {constants.ENDPOINT}"
+                raise _missing_folder(name, spec["repo_id"], unreachable) from err
             raise _explain(name, spec, cause) from err
     return model

@@ -53,7 +53,17 @@ _VALIDATION_NAMES = ("validation", "test", "heldout")
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    """A PIL image -> ``(3, H, W)`` float32 in [0, 1] (converted to RGB)."""
+    """A PIL image -> ``(3, H, W)`` float32 in [0, 1]: 8-bit modes converted to RGB (divided by 255), 16-bit grey
+    (``I;16``, or ``I`` within 0..65535) divided by 65535 and repeated to RGB; ``convert("RGB")`` would clip it."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode == "F" or values.min() < 0 or values.max() > 65535:
+            raise ValueError(
+                f"A training image in PIL mode {image.mode!r} has values in [{values.min():g}, {values.max():g}]; "
+                "only 8-bit images and 16-bit integers (0..65535) are read. Convert it first."
+            )
+        grey = torch.from_numpy((values / 65535.0).astype(np.float32))
+        return grey[None].expand(3, -1, -1).contiguous()
     array = np.asarray(image.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
 

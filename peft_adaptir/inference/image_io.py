@@ -4,7 +4,8 @@ Accepted inputs and the conventions kept on the way back:
 
 - ``PIL.Image.Image``: modes ``RGB``, ``RGBA``, ``L``, ``LA`` are kept; ``1`` becomes ``L``; ``P``/``PA`` become
   ``RGBA`` when they carry transparency, else ``RGB``; other 8-bit modes (``CMYK``, ``YCbCr``, ...) become ``RGB``.
-  16/32-bit modes (``I``, ``I;16``, ``F``) are refused: pass a float numpy array instead.
+  16-bit modes (``I;16``, and ``I`` holding values in 0..65535) are read as 16-bit (divided by 65535) and come back
+  as ``I;16``; ``F`` (float) is refused: pass a float numpy array instead.
 - ``numpy.ndarray``: channels-last ``(H, W)``, ``(H, W, C)`` or a batch ``(B, H, W, C)`` with C in 1 (grey),
   2 (grey + alpha), 3 (RGB), 4 (RGBA); dtype ``uint8`` (0..255), ``uint16`` (0..65535) or float in [0, 1].
 - ``torch.Tensor``: channels-first ``(C, H, W)`` or ``(B, C, H, W)``, same C meanings, float in [0, 1];
@@ -101,20 +102,29 @@ def _single_to_items(image: Any, label: str) -> tuple[list[ImageItem], Rebuild]:
 
 
 def _pil_to_items(image: Image.Image, label: str) -> tuple[list[ImageItem], Rebuild]:
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+    if image.mode == "F":
         raise ValueError(
-            f"{label} is a PIL image in {image.mode!r} mode (more than 8 bits); pass it as a float numpy array "
-            "in [0, 1] instead, e.g. np.asarray(img, dtype=np.float32) / 65535."
+            f"{label} is a PIL image in 'F' (32-bit float) mode; pass it as a float numpy array in [0, 1] instead, "
+            "e.g. np.asarray(img, dtype=np.float32) scaled to [0, 1]."
         )
-    if image.mode not in _KEPT_PIL_MODES:
-        if image.mode == "1":
-            image = image.convert("L")
-        elif image.mode in ("P", "PA"):
-            has_alpha = image.mode == "PA" or "transparency" in image.info
-            image = image.convert("RGBA" if has_alpha else "RGB")
-        else:
-            image = image.convert("RGB")
-    array = np.asarray(image)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        values = np.asarray(image)
+        if values.min() < 0 or values.max() > 65535:
+            raise ValueError(
+                f"{label} is a PIL image in {image.mode!r} mode with values beyond 0..65535; pass it as a float "
+                "numpy array in [0, 1] instead."
+            )
+        array = values.astype(np.uint16)  # 16-bit grey: scaled by 65535, never clipped to 8 bits
+    else:
+        if image.mode not in _KEPT_PIL_MODES:
+            if image.mode == "1":
+                image = image.convert("L")
+            elif image.mode in ("P", "PA"):
+                has_alpha = image.mode == "PA" or "transparency" in image.info
+                image = image.convert("RGBA" if has_alpha else "RGB")
+            else:
+                image = image.convert("RGB")
+        array = np.asarray(image)
     items, rebuild_array = _numpy_to_items(array, label)
 
     def rebuild(outputs: list[torch.Tensor]) -> Image.Image:

@@ -17,8 +17,10 @@ from tqdm.auto import tqdm
 
 from ..backbones.loading import reconstruction
 from ..backbones.size_multiple import size_multiple as size_multiple_of
-from ..tuner.constants import BASE_ADAPTER_NAME
+from ..tuner.constants import BASE_ADAPTER_NAME, PEFT_TYPE_NAME
+from .devices import resolve_device
 from .image_io import ImageItem, merge_channels, to_items
+from .sharing import SharedModel, shared_model
 from .tiling import Canvas, Tile, pad_to_multiple, plan_tiles
 
 DEFAULT_TILE_SIZE = 512
@@ -60,12 +62,18 @@ def restore(
         size_multiple: the model's size requirement: inputs are padded (reflect; replicate for tiny images)
             on the bottom/right to multiples of it and outputs cropped back. None: ``config.window_size`` for
             transformers Swin2SR (seen through a ``PeftModel``), else 1.
-        progress: show a tqdm bar over batches; None: only for more than 8 images.
+        progress: show a tqdm bar over batches (of images or tiles); None: only for more than 8 images or 8
+            batches, so a large tiled image shows its tile progress.
         device: where to run; None: the device of the model's parameters. A model elsewhere is moved there
-            for the call and moved back afterwards.
+            for the call and moved back afterwards. A device this machine lacks is a ValueError.
 
-    The model runs in eval mode under ``torch.inference_mode``; its train/eval modes, ``requires_grad`` flags
-    and active adapter are restored afterwards, also when an error is raised.
+    The model runs in eval mode under ``torch.inference_mode``; its train/eval modes and ``requires_grad`` flags
+    are restored afterwards, also when an error is raised; the active adapter is never changed.
+
+    Threads: calls may run at the same time on one shared model. With AdaptIR adapters each call routes its own
+    samples (``adapter=`` / ``adapter_names=``) without touching the model's active adapter, so threads using
+    different adapters get exactly what sequential calls give. Other peft methods switch or hook the shared model,
+    so their calls take turns (a per-model lock). See docs/inference.md, "Threads".
     """
     items, rebuild = to_items(images)
     names = _resolve_adapter_names(model, adapter, adapter_names, len(items))
@@ -76,13 +84,29 @@ def restore(
     if not isinstance(tile_overlap, int) or tile_overlap < 0:
         raise ValueError(f"tile_overlap must be a non-negative integer, got {tile_overlap!r}.")
     if tile_size != 0 and tile_overlap >= tile:
-        raise ValueError(f"tile_overlap ({tile_overlap}) must be smaller than the tile size ({tile}).")
+        raise ValueError(
+            f"tile_overlap ({tile_overlap}) must be smaller than the tile size ({tile}, tile_size={tile_size} rounded "
+            f"down to a multiple of {multiple}); use a smaller tile_overlap (CLI: --tile-overlap) or a larger "
+            "tile_size."
+        )
+    run_device = resolve_device(device)
     if not items:
         return rebuild([])
-    show = len(items) > _PROGRESS_AUTO_THRESHOLD if progress is None else bool(progress)
-    with _model_prepared(model, adapter, device) as (run_device, run_dtype):
-        restored = _run(model, items, names, multiple, tile, tile_overlap, batch_size, show, run_device, run_dtype)
+    routed = adapter is not None and _is_adaptir_model(model)
+    if routed:
+        names = [adapter] * len(items)  # per-call routing: the model's active adapter is never switched
+    with shared_model(model, run_device) as shared:
+        # AdaptIR routes per thread; other peft models are switched or hooked as a whole, so they take turns
+        exclusive = shared.exclusive if _adapter_names_of(model) is not None and not _is_adaptir_model(model) else None
+        with exclusive or contextlib.nullcontext(), _active_adapter(model, None if routed else adapter):
+            restored = _run(model, items, names, multiple, tile, tile_overlap, batch_size, progress, shared)
     return rebuild([merge_channels(item, rgb) for item, rgb in zip(items, restored)])
+
+
+def _is_adaptir_model(model: nn.Module) -> bool:
+    """A peft model whose adapters are all AdaptIR (they route samples per thread)."""
+    config = getattr(model, "peft_config", None)
+    return isinstance(config, dict) and bool(config) and all(c.peft_type == PEFT_TYPE_NAME for c in config.values())
 
 
 def _adapter_names_of(model: nn.Module) -> list[str] | None:
@@ -133,11 +157,17 @@ def _resolve_adapter_names(
 
 
 def _size_multiple(model: nn.Module, size_multiple: int | None) -> int:
+    needed = size_multiple_of(model)
     if size_multiple is not None:
         if not isinstance(size_multiple, int) or size_multiple < 1:
             raise ValueError(f"size_multiple must be a positive integer, got {size_multiple!r}.")
+        if size_multiple % needed:
+            raise ValueError(
+                f"size_multiple={size_multiple} is not a multiple of {needed}, the size this model needs (its window "
+                f"size); pass a multiple of {needed}, or leave size_multiple=None to use {needed}."
+            )
         return size_multiple
-    return size_multiple_of(model)
+    return needed
 
 
 def _tile_size(tile_size: int | None, multiple: int, items: list[ImageItem]) -> int:
@@ -152,40 +182,19 @@ def _tile_size(tile_size: int | None, multiple: int, items: list[ImageItem]) -> 
     return max(multiple, tile_size // multiple * multiple)
 
 
-def _model_placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    for param in model.parameters():
-        if param.is_floating_point():
-            return param.device, param.dtype
-    return torch.device("cpu"), torch.float32
-
-
 @contextlib.contextmanager
-def _model_prepared(
-    model: nn.Module, adapter: str | None, device: str | torch.device | None
-) -> Iterator[tuple[torch.device, torch.dtype]]:
-    """Eval mode, the requested adapter and device for the duration; everything put back afterwards."""
-    modes = [(module, module.training) for module in model.modules()]
-    grads = [(param, param.requires_grad) for param in model.parameters()]
-    previous_adapter = getattr(model, "active_adapter", None) if adapter is not None else None
-    home, dtype = _model_placement(model)
-    target = home if device is None else torch.device(device)
-    moved = target != home
+def _active_adapter(model: nn.Module, adapter: str | None) -> Iterator[None]:
+    """``adapter`` active for the block (None: leave it), the previous one put back afterwards."""
+    if adapter is None:
+        yield
+        return
+    previous = getattr(model, "active_adapter", None)
+    model.set_adapter(adapter)
     try:
-        model.eval()
-        if adapter is not None:
-            model.set_adapter(adapter)
-        if moved:
-            model.to(target)
-        yield target, dtype
+        yield
     finally:
-        if moved:
-            model.to(home)
-        if adapter is not None and previous_adapter is not None:
-            model.set_adapter(previous_adapter)
-        for module, training in modes:
-            module.training = training
-        for param, requires_grad in grads:
-            param.requires_grad_(requires_grad)
+        if previous is not None:
+            model.set_adapter(previous)
 
 
 def _run(
@@ -196,9 +205,8 @@ def _run(
     tile: int,
     overlap: int,
     batch_size: int,
-    show_progress: bool,
-    device: torch.device,
-    dtype: torch.dtype,
+    progress: bool | None,
+    shared: SharedModel,
 ) -> list[torch.Tensor]:
     """Restored (3, sH, sW) float32 CPU images: padded, tiled, batched by tile shape, blended, cropped."""
     padded = [pad_to_multiple(item.rgb, multiple) for item in items]
@@ -209,9 +217,12 @@ def _run(
     batches = [jobs[i : i + batch_size] for jobs in groups.values() for i in range(0, len(jobs), batch_size)]
     canvases: list[Canvas | None] = [None] * len(items)
     scale: int | None = None
-    for batch in tqdm(batches, desc="restore", unit="batch", disable=not show_progress):
+    auto = len(items) > _PROGRESS_AUTO_THRESHOLD or len(batches) > _PROGRESS_AUTO_THRESHOLD  # many images or tiles
+    show = auto if progress is None else bool(progress)
+    unit = "tile batch" if len(batches) > len(items) else "batch"
+    for batch in tqdm(batches, desc="restore", unit=unit, disable=not show, leave=False):
         inputs = torch.stack([padded[i][:, t.top : t.top + t.height, t.left : t.left + t.width] for i, t in batch]).to(
-            device=device, dtype=dtype
+            device=shared.device, dtype=shared.dtype
         )
         kwargs = {"adapter_names": [names[i] for i, _ in batch]} if names is not None else {}
         with torch.inference_mode():

@@ -13,12 +13,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from .call_state import slot_get, slot_set
+
 
 class InputSizeRecorder:
-    """Remembers the spatial size (H, W) of the last image a model was called with (a forward pre-hook)."""
+    """Remembers the spatial size (H, W) of the last image a model was called with in this thread (a pre-hook)."""
 
-    def __init__(self) -> None:
-        self.size: tuple[int, int] | None = None
+    @property
+    def size(self) -> tuple[int, int] | None:
+        return slot_get(self)
+
+    @size.setter
+    def size(self, value: tuple[int, int] | None) -> None:
+        slot_set(self, value)
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         images = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor) and v.dim() == 4]
@@ -26,12 +33,22 @@ class InputSizeRecorder:
 
 
 class BlockGridCapture:
-    """A forward pre-hook that reads (H, W) from one argument of a block's forward, by name or position."""
+    """A forward pre-hook that reads (H, W) from one argument of a block's forward, by name or position.
+
+    ``size`` is per thread (see ``call_state``), so threads sharing a model each see their own grid.
+    """
 
     def __init__(self, block: nn.Module, argument: str) -> None:
         self.argument = argument
         self.signature = inspect.signature(block.forward)
-        self.size: tuple[int, int] | None = None
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        return slot_get(self)
+
+    @size.setter
+    def size(self, value: tuple[int, int] | None) -> None:
+        slot_set(self, value)
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         bound = self.signature.bind_partial(*args, **kwargs).arguments

@@ -9,6 +9,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from .branch import AdaptIRBranch, resolve_width
+from .call_state import routed_adapter_names, slot_pop, slot_set
 from .config import AdaptIRConfig
 from .constants import BASE_ADAPTER_NAME, BRANCH_CONTAINER, SCALE_CONTAINER
 from .grid import BlockGridCapture, InputSizeRecorder, resolve_grid
@@ -46,7 +47,6 @@ class AdaptIRLayer(BaseTunerLayer):
         self.input_recorder: InputSizeRecorder | None = None
         self.span_end_name: str | None = None
         self.hook_handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._pending_delta: torch.Tensor | None = None
         self._disable_adapters = False
         self.merged_adapters = []
 
@@ -74,7 +74,7 @@ class AdaptIRLayer(BaseTunerLayer):
         for handle in self.hook_handles:
             handle.remove()
         self.hook_handles.clear()
-        self._pending_delta = None
+        slot_pop(self)
 
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
         raise ValueError(
@@ -125,8 +125,8 @@ class AdaptIRLayer(BaseTunerLayer):
         return out * self.adaptir_scale[adapter_name]
 
     def add_pending_delta(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        """Forward hook on the span's last module: add the delta computed from the span's input."""
-        delta, self._pending_delta = self._pending_delta, None
+        """Forward hook on the span's last module: add the delta computed from the span's input (this thread's)."""
+        delta = slot_pop(self)
         return output if delta is None else output + delta
 
 
@@ -141,10 +141,12 @@ class AdaptIRModule(nn.Module, AdaptIRLayer):
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         adapter_names = kwargs.pop("adapter_names", None)
+        if adapter_names is None:
+            adapter_names = routed_adapter_names()  # a mixed batch routed by this thread's PeftModel call
         result = self.base_layer(x, *args, **kwargs)
         delta = self.adapter_delta(x, adapter_names)
         if self.span_end_name is not None:
-            self._pending_delta = delta  # added by the hook on the span's last module
+            slot_set(self, delta)  # added by the hook on the span's last module; per thread (call_state)
             return result
         return result if delta is None else result + delta
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
-from functools import partial
 
 from peft.tuners.tuners_utils import BaseTuner
 from peft.utils import ModulesToSaveWrapper
 from torch import nn
 
 from .branch import FUSIONS, AdaptIRBranch
+from .call_state import adapter_routing, routed_adapter_names
 from .config import AdaptIRConfig
 from .constants import BASE_ADAPTER_NAME, BRANCH_CONTAINER, PREFIX
 from .grid import BlockGridCapture, InputSizeRecorder, find_enclosing_block
@@ -34,9 +35,16 @@ def _branch_key_segments() -> frozenset[str]:
 _BRANCH_KEY_SEGMENTS = _branch_key_segments()
 
 
-def _inject_adapter_names(module: nn.Module, args: tuple, kwargs: dict, adapter_names: list[str]) -> tuple:
-    kwargs["adapter_names"] = adapter_names
-    return args, kwargs
+_ROUTING_HOOK_LOCK = threading.Lock()
+
+
+def _route_modules_to_save(module: ModulesToSaveWrapper, args: tuple, kwargs: dict) -> tuple | None:
+    """A lasting pre-hook: pass this thread's routed names on; samples whose adapter has no copy use the base."""
+    names = routed_adapter_names()
+    if names is None or "adapter_names" in kwargs:
+        return None
+    routed = [n if n in module.modules_to_save else BASE_ADAPTER_NAME for n in names]
+    return args, {**kwargs, "adapter_names": routed}
 
 
 class AdaptIRModel(BaseTuner):
@@ -155,28 +163,24 @@ class AdaptIRModel(BaseTuner):
 
     @contextmanager
     def _enable_peft_forward_hooks(self, *args, **kwargs):
-        """Route ``adapter_names=[...]`` (one per sample, "__base__" for none) to every AdaptIR layer."""
+        """Route ``adapter_names=[...]`` (one per sample, "__base__" for none) to every AdaptIR layer.
+
+        The names live in this thread's call state (``call_state``), not in hooks added to shared modules, so
+        threads running the same model with different names do not see each other's routing.
+        """
         adapter_names = kwargs.pop("adapter_names", None)
         if adapter_names is None:
             yield
             return
         self._check_mixed_batch(adapter_names)
-        handles = []
-        try:
-            for module in self.model.modules():
-                if isinstance(module, AdaptIRLayer):
-                    hook = partial(_inject_adapter_names, adapter_names=list(adapter_names))
-                elif isinstance(module, ModulesToSaveWrapper):
-                    # samples whose adapter owns no copy of this module use the base copy
-                    routed = [n if n in module.modules_to_save else BASE_ADAPTER_NAME for n in adapter_names]
-                    hook = partial(_inject_adapter_names, adapter_names=routed)
-                else:
-                    continue
-                handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+        for module in self.model.modules():
+            if isinstance(module, ModulesToSaveWrapper) and not getattr(module, "_adaptir_routed", False):
+                with _ROUTING_HOOK_LOCK:
+                    if not getattr(module, "_adaptir_routed", False):
+                        module.register_forward_pre_hook(_route_modules_to_save, with_kwargs=True)
+                        module._adaptir_routed = True
+        with adapter_routing(adapter_names):
             yield
-        finally:
-            for handle in handles:
-                handle.remove()
 
     def _check_mixed_batch(self, adapter_names: list[str]) -> None:
         if self.training:
