@@ -13,9 +13,11 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import socket
 import tempfile
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
 from huggingface_hub import HfApi, constants
@@ -254,7 +256,7 @@ def _connection_error(err: BaseException) -> BaseException | None:
     """A connection-level error (refused, DNS, timeout) anywhere in ``err``'s chain."""
     seen: BaseException | None = err
     while seen is not None:
-        if isinstance(seen, (_TransportError, ConnectionError)):
+        if isinstance(seen, (_TransportError, ConnectionError)) and not isinstance(seen, OfflineModeIsEnabled):
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
@@ -310,6 +312,23 @@ def check_adapter_location(name: str, location: str | os.PathLike) -> str | None
         return folder
     if _looks_like_path(os.fspath(location)):
         raise _missing_folder(name, os.fspath(location))
+    return None
+
+
+def _hub_unreachable() -> str | None:
+    """ "connection refused at <endpoint>" when nothing answers at the Hub's address (one quick TCP connect), else
+    None. Skipped offline and behind a proxy (the proxy, not us, decides what is reachable)."""
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY")):
+        return None
+    parts = urlsplit(constants.ENDPOINT)
+    if not parts.hostname:
+        return None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=5).close()
+    except OSError as err:
+        why = "connection refused" if isinstance(err, ConnectionRefusedError) else f"cannot connect ({err})"
+        return f"{why} at {constants.ENDPOINT}"
     return None
 
 
@@ -377,6 +396,8 @@ def load_adapters(
         if isinstance(raw, (str, os.PathLike)):
             folder = check_adapter_location(name, raw)
             raw = raw if folder is None else {"repo_id": folder}
+            if folder is None and (unreachable := _hub_unreachable()) is not None:  # not 30 s of retries
+                raise _missing_folder(name, os.fspath(raw), unreachable)
         spec = _parse_spec(name, raw)
         kwargs = {key: value for key, value in spec.items() if key != "repo_id"}
         try:
@@ -392,7 +413,7 @@ def load_adapters(
             cause = _hub_cause(err)
             if cause is None:
                 raise
-            if _connection_error(err) is not None:  # no folder of that name here, and the Hub cannot be asked
+            if not constants.HF_HUB_OFFLINE and _connection_error(err) is not None:  # no such folder, no Hub either
                 unreachable = f"connection refused at {constants.ENDPOINT}"
                 raise _missing_folder(name, spec["repo_id"], unreachable) from err
             raise _explain(name, spec, cause) from err
