@@ -211,6 +211,26 @@ def test_restore_in_threads_puts_a_training_model_back_in_training_mode(model):
         model.eval()
 
 
+def test_lora_model_calls_take_turns_and_match_sequential(saved):
+    """Other peft methods switch the adapter globally: restore() serialises their calls on the model's lock."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Swin2SRForImageSuperResolution
+
+    base = Swin2SRForImageSuperResolution.from_pretrained(saved / "base")
+    lora = LoraConfig(r=2, target_modules=["intermediate.dense"], init_lora_weights=False)
+    model = get_peft_model(base, lora, adapter_name="a")
+    model.add_adapter("b", LoraConfig(r=2, target_modules=["intermediate.dense"], init_lora_weights=False))
+    model.set_adapter("a")
+    photos = _photos(2)
+    expected = {name: restore(model, photos, adapter=name) for name in ("a", "b")}
+    assert not torch.equal(expected["a"][0], expected["b"][0])
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda name: (name, restore(model, photos, adapter=name)), ["a", "b"] * 4))
+    for name, result in results:
+        assert all(torch.equal(got, ref) for got, ref in zip(result, expected[name])), name
+    assert model.active_adapter == "a"
+
+
 # ---- poor: bad files, streaming, progress ----
 
 
