@@ -184,17 +184,20 @@ def _tile_size(tile_size: int | None, multiple: int, items: list[ImageItem]) -> 
 
 @contextlib.contextmanager
 def _active_adapter(model: nn.Module, adapter: str | None) -> Iterator[None]:
-    """``adapter`` active for the block (None: leave it), the previous one put back afterwards."""
+    """``adapter`` active for the block (None: leave it); the previous one and ``requires_grad`` put back after."""
     if adapter is None:
         yield
         return
     previous = getattr(model, "active_adapter", None)
+    grads = [(param, param.requires_grad) for param in model.parameters()]  # set_adapter changes them
     model.set_adapter(adapter)
     try:
         yield
     finally:
         if previous is not None:
             model.set_adapter(previous)
+        for param, requires_grad in grads:
+            param.requires_grad_(requires_grad)
 
 
 def _run(

@@ -1,7 +1,7 @@
 """One model shared by ``restore()`` calls that may run at the same time in several threads.
 
 The first call that enters puts the model in eval mode (and on the requested device); the last one that leaves
-puts its modes, ``requires_grad`` flags and device back. Calls in between share that state, so no call switches
+puts its modes and device back. Calls in between share that state, so no call switches
 the model under another. A call asking for another device than the running calls use is refused, not obeyed.
 Each model also carries a lock for the work that cannot be shared (switching a non-AdaptIR peft model's adapter).
 """
@@ -31,8 +31,7 @@ class SharedModel:
     dtype: torch.dtype
     home: torch.device
     users: int = 0
-    modes: list[tuple[nn.Module, bool]] = field(default_factory=list)
-    grads: list[tuple[torch.nn.Parameter, bool]] = field(default_factory=list)
+    training: list[nn.Module] = field(default_factory=list)
     exclusive: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -59,9 +58,9 @@ def _enter(model: nn.Module, device: torch.device | None) -> SharedModel:
         session = _SESSIONS[model] = SharedModel(device=home, dtype=dtype, home=home)
     session.home, session.dtype = home, dtype
     session.device = home if device is None else device
-    session.modes = [(module, module.training) for module in model.modules()]
-    session.grads = [(param, param.requires_grad) for param in model.parameters()]
-    model.eval()
+    session.training = [module for module in model.modules() if module.training]  # usually none: nothing to do
+    if session.training:
+        model.eval()
     try:
         if session.device != home:
             model.to(session.device)
@@ -79,11 +78,9 @@ def _leave(model: nn.Module, session: SharedModel) -> None:
         return
     if session.device != session.home:
         model.to(session.home)
-    for module, training in session.modes:
-        module.training = training
-    for param, requires_grad in session.grads:
-        param.requires_grad_(requires_grad)
-    session.modes, session.grads = [], []
+    for module in session.training:
+        module.training = True
+    session.training = []
 
 
 @contextlib.contextmanager

@@ -109,6 +109,11 @@ class AdaptIRLayer(BaseTunerLayer):
             for name in active:
                 out = self._run_branch(name, features)
                 delta = out if delta is None else delta + out
+        elif len(set(adapter_names)) == 1:  # one adapter for the whole batch (restore(adapter=...)): no scatter
+            name = adapter_names[0]
+            if name == BASE_ADAPTER_NAME or name not in self.adaptir_branch:
+                return None
+            delta = self._run_branch(name, features)
         else:
             delta = torch.zeros_like(features)
             for name in dict.fromkeys(adapter_names):
