@@ -115,7 +115,10 @@ def _jsonable(value: Any) -> Any:
 
 
 def _normalised(name: str, value: Any, settings: dict[str, Any]) -> Any:
-    """Equal meaning, equal value: no clipping is None or 0, the default warmup is 5% of the steps."""
+    """Equal meaning, equal value: no clipping is None or 0, the default warmup is 5% of the steps, no data is the
+    bundled photos."""
+    if name == "data":
+        return value or "skimage"  # None means the bundled photos
     if name == "grad_clip":
         return value or None
     if name == "val_crop":
