@@ -88,31 +88,61 @@ def test_a_finished_run_without_checkpoints_is_not_replaced(base_dir, tmp_path):
     assert (out / "adapter" / "adapter_model.safetensors").read_bytes() == before
 
 
-@pytest.mark.parametrize(
-    ("change", "named"),
-    [
-        ({"loss": "l2"}, "--loss: 'l1' -> 'l2'"),
-        ({"schedule": "constant"}, "--schedule: 'cosine' -> 'constant'"),
-        ({"weight_decay": 0.1}, "--weight-decay: 0.0 -> 0.1"),
-        ({"grad_clip": 0.5}, "--grad-clip: 1.0 -> 0.5"),
-        ({"warmup_steps": 1}, "--warmup-steps: 0 -> 1"),
-        ({"lr": 1e-2}, "--lr: 0.005 -> 0.01"),
-        ({"val_crop": 32}, "--val-crop: 16 -> 32"),
-        ({"holdout_fraction": 0.3}, "--holdout-fraction: 0.1 -> 0.3"),
-        ({"adapter": {"fusion": "gated"}}, "--fusion (adapter): 'sum' -> 'gated'"),
-        ({"adapter": {"width": 4}}, "--width (adapter)"),
-    ],
-)
-def test_resume_refuses_each_changed_setting_by_its_option(base_dir, tmp_path_factory, change, named):
-    out = tmp_path_factory.getbasetemp() / "resumable"
-    if latest_checkpoint(out) is None:
-        _train(base_dir, _config(out))
-    before = read_trainer_state(latest_checkpoint(out))
+_CHANGES = [
+    ({"loss": "l2"}, "--loss: 'l1' -> 'l2'"),
+    ({"schedule": "constant"}, "--schedule: 'cosine' -> 'constant'"),
+    ({"weight_decay": 0.1}, "--weight-decay: 0.0 -> 0.1"),
+    ({"grad_clip": 0.5}, "--grad-clip: 1.0 -> 0.5"),
+    ({"warmup_steps": 1}, "--warmup-steps: 0 -> 1"),
+    ({"lr": 1e-2}, "--lr: 0.005 -> 0.01"),
+    ({"val_crop": 32}, "--val-crop: 16 -> 32"),
+    ({"holdout_fraction": 0.3}, "--holdout-fraction: 0.1 -> 0.3"),
+    ({"mixed_precision": "bf16"}, "--mixed-precision: 'no' -> 'bf16'"),
+    ({"adapter": {"fusion": "gated"}}, "--fusion (adapter): 'sum' -> 'gated'"),
+    ({"adapter": {"width": 4}}, "--width (adapter)"),
+]
+
+
+@pytest.fixture(scope="module")
+def resumable(base_dir, tmp_path_factory):
+    """A finished 2-step run with its checkpoint."""
+    out = tmp_path_factory.mktemp("resumable")
+    _train(base_dir, _config(out))
+    return out
+
+
+@pytest.mark.parametrize(("change", "named"), [_CHANGES[0], _CHANGES[3], _CHANGES[9]])
+def test_resume_with_a_changed_setting_is_refused_naming_its_option(base_dir, resumable, change, named):
+    before = read_trainer_state(latest_checkpoint(resumable))
     with pytest.raises(ValueError, match="Cannot resume") as caught:
-        _train(base_dir, _config(out, **change))
-    assert named in str(caught.value)
+        _train(base_dir, _config(resumable, **change))
+    assert named in str(caught.value) and "--no-resume" in str(caught.value)
     assert "does not fit this base" not in str(caught.value)
-    assert read_trainer_state(latest_checkpoint(out)) == before  # nothing was written
+    assert read_trainer_state(latest_checkpoint(resumable)) == before  # nothing was written
+
+
+def test_every_setting_that_changes_the_result_is_compared(base_dir, resumable):
+    from peft import get_peft_model
+
+    from peft_adaptir import AdaptIRConfig
+    from peft_adaptir.training.run_folder import RESULT_NEUTRAL, adapter_settings, base_fingerprint, changed_settings
+
+    state = read_trainer_state(latest_checkpoint(resumable))
+
+    def changes(**change):
+        config = _config(change.pop("output_dir", resumable), **change)
+        model = get_peft_model(load_base_model(str(base_dir)), AdaptIRConfig(**config.adapter))
+        run = {"adapter_config": adapter_settings(model), "base": base_fingerprint(model)}
+        return changed_settings(state, config, run, num_processes=1)
+
+    assert changes() == []
+    for change, named in _CHANGES:
+        found = changes(**change)
+        assert len(found) == 1 and found[0].startswith(named), (change, found)
+    neutral = dict(val_every=3, checkpoint_every=1, keep_checkpoints=9, num_workers=2, progress=True, cpu=True)
+    assert changes(**neutral, output_dir="elsewhere", resume=False) == []
+    assert set(neutral) | {"output_dir", "resume"} == RESULT_NEUTRAL
+    assert changes(grad_clip=1.0, warmup_steps=0, data="skimage") == []  # the same values, spelled differently
 
 
 def test_resume_refuses_another_base_and_accepts_reporting_changes(base_dir, tmp_path):
@@ -323,6 +353,9 @@ def test_every_training_setting_has_a_cli_option_mapped_by_dest(tmp_path):
     dests = {action.dest for action in parser._actions}
     missing = {item.name for item in fields(TrainingConfig)} - {"adapter"} - dests
     assert not missing, f"TrainingConfig fields without a CLI option: {missing}"
+    from peft_adaptir.training.run_folder import CLI_ADAPTER_OPTIONS
+
+    assert {d.removeprefix("adapter.") for d in dests if d.startswith("adapter.")} == CLI_ADAPTER_OPTIONS
     args = parser.parse_args(
         ["--output", "o", "--task", "denoise-50", "--holdout-fraction", "0.2", "--weight-decay", "0.01",
          "--grad-clip", "none", "--val-crop", "0", "--no-resume", "--no-progress", "--fusion", "gated", "--width", "6"]

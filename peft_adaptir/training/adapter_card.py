@@ -15,12 +15,11 @@ from torch import nn
 from ..backbones.base_name import DEFAULT_BASE_NAME, public_base_name
 from ..model_card import build_model_card
 from .config import TrainingConfig
-from .run_folder import option_name
+from .run_folder import CLI_ADAPTER_OPTIONS, option_name
 
 __all__ = ["training_command", "write_adapter_card"]
 
 _NOT_IN_COMMAND = frozenset({"output_dir", "resume", "progress", "num_workers", "cpu", "adapter"})
-_CLI_ADAPTER_OPTIONS = frozenset({"fusion", "width", "reduction"})
 
 
 def _shareable(value: Any) -> str:
@@ -45,7 +44,7 @@ def training_command(config: TrainingConfig, base_model: str | None) -> str:
         parts += [option_name(item.name), "none" if value is None and item.name == "grad_clip" else _shareable(value)]
     extra = []
     for key, value in config.adapter.items():
-        if key in _CLI_ADAPTER_OPTIONS:
+        if key in CLI_ADAPTER_OPTIONS:
             parts += [option_name(key), str(value)]
         else:
             extra.append(f"{key}={value!r}")

@@ -32,11 +32,13 @@ from . import checkpoints as ckpt
 from .config import TrainingConfig
 
 __all__ = [
+    "CLI_ADAPTER_OPTIONS",
     "OutputNotWritableError",
     "RESULT_NEUTRAL",
     "RUN_FILES",
     "PREVIOUS_RUNS",
     "RunStart",
+    "adapter_option_name",
     "adapter_settings",
     "base_fingerprint",
     "changed_settings",
@@ -55,6 +57,8 @@ RESULT_NEUTRAL = frozenset(
 """TrainingConfig fields a resumed run may change: where and how often it reports or saves, how many loader
 processes read the (index-determined) data, and the device (results then agree to float rounding). Every other
 field changes the trained adapter or its log and must match the run being resumed."""
+CLI_ADAPTER_OPTIONS = frozenset({"fusion", "width", "reduction"})
+"""AdaptIRConfig keys the ``peft-adaptir train`` command sets (``--fusion``, ``--width``, ``--reduction``)."""
 _ADAPTER_IGNORED = frozenset({"base_model_name_or_path", "revision", "inference_mode"})
 _FREE_SPACE_SLACK = 8 * 2**20  # plots, logs, trainer_state.json
 
@@ -83,6 +87,12 @@ class RunStart:
 def option_name(name: str) -> str:
     """The command-line option of a TrainingConfig field (``output_dir`` -> ``--output``)."""
     return "--output" if name == "output_dir" else "--" + name.replace("_", "-")
+
+
+def adapter_option_name(key: str) -> str:
+    """How a key of the adapter's config is set: ``--fusion (adapter)`` on the command line, else
+    ``adapter['key']`` (``TrainingConfig.adapter``)."""
+    return f"{option_name(key)} (adapter)" if key in CLI_ADAPTER_OPTIONS else f"adapter[{key!r}]"
 
 
 def base_fingerprint(model: torch.nn.Module) -> dict[str, Any]:
@@ -125,9 +135,7 @@ def _normalised(name: str, value: Any, settings: dict[str, Any]) -> Any:
         return value or None
     if name == "warmup_steps":
         return round(0.05 * settings["steps"]) if value is None else value
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return value
+    return _jsonable(value)
 
 
 def changed_settings(state: dict[str, Any], config: TrainingConfig, run: dict[str, Any], num_processes: int) -> list:
@@ -148,8 +156,8 @@ def changed_settings(state: dict[str, Any], config: TrainingConfig, run: dict[st
         old_adapter, new_adapter = saved["adapter"], current["adapter"]
     for key in sorted(old_adapter.keys() | new_adapter.keys()):
         old, new = old_adapter.get(key), new_adapter.get(key)
-        if _normalised(key, old, {}) != _normalised(key, new, {}):
-            changes.append(f"{option_name(key)} (adapter): {old!r} -> {new!r}")
+        if _jsonable(old) != _jsonable(new):
+            changes.append(f"{adapter_option_name(key)}: {old!r} -> {new!r}")
     old_base, new_base = state.get("base"), run.get("base")
     if old_base and new_base:
         same_sum = abs(old_base["sum"] - new_base["sum"]) <= 1e-9 * max(1.0, abs(old_base["sum"]))
