@@ -13,6 +13,7 @@ checkpoint when started again with the same command. Run with --help for every o
 import argparse
 import sys
 
+from peft_adaptir.cli.output import cli_output
 from peft_adaptir.cli.train import add_train_arguments, run_train
 
 
@@ -20,7 +21,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(parser)
     parser.set_defaults(task="denoise-50", steps=2000, batch_size=8, patch_size=64, val_every=250)
-    return run_train(parser.parse_args())
+    args = parser.parse_args()
+    with cli_output(getattr(args, "verbose", 0)):  # quiet unless -v / -vv
+        return run_train(args)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from huggingface_hub.errors import (
 )
 from peft import PeftModel
 
+from .backbones.base_name import publish_base_name
 from .model_card import build_model_card
 
 try:  # huggingface_hub's HTTP client: the connection-level errors (refused, DNS, timeout) it raises as they are
@@ -136,9 +137,19 @@ def push_adapter(
     ``PeftModel.from_pretrained(base, repo_id)`` loads it. ``task``, ``degradation``, ``training_command`` and
     ``metrics`` go into the card (see :func:`peft_adaptir.model_card.build_model_card`); ``base_model`` defaults to
     the adapter config's ``base_model_name_or_path``. ``revision`` is a branch, created from ``main`` if missing.
+    Other peft methods (LoRA, ...) are refused with a ValueError: push those with ``model.push_to_hub``.
     """
+    if not isinstance(peft_model, PeftModel):
+        raise TypeError(f"push_adapter needs a PeftModel holding an AdaptIR adapter, got {type(peft_model).__name__}.")
     if adapter_name not in peft_model.peft_config:
         raise ValueError(f"No adapter named {adapter_name!r}; the model has: {', '.join(peft_model.peft_config)}.")
+    kind = str(getattr(peft_model.peft_config[adapter_name].peft_type, "value", None) or "unknown")
+    if kind != "ADAPTIR":
+        raise ValueError(
+            f"Adapter {adapter_name!r} is a {kind} adapter, not AdaptIR: push_adapter writes an AdaptIR model card "
+            "(AdaptIR tags and loading advice), which would be wrong for it. Push it with peft's own "
+            "model.push_to_hub(repo_id), which keeps peft's card for other methods."
+        )
     card = _card_for(
         peft_model,
         repo_id,
@@ -152,6 +163,7 @@ def push_adapter(
     )
     with tempfile.TemporaryDirectory() as tmp:
         peft_model.save_pretrained(tmp, selected_adapters=[adapter_name])
+        publish_base_name(tmp)  # the embedded base by its public name, not this machine's package folder
         # peft writes a non-default adapter into a subfolder named after it; upload that folder's files.
         folder = tmp if adapter_name == "default" else os.path.join(tmp, adapter_name)
         card.save(os.path.join(folder, "README.md"))
@@ -209,6 +221,7 @@ def adaptir_push_to_hub(
     card.data.tags = list(dict.fromkeys([*card.data.tags, *(tags or [])]))
     with tempfile.TemporaryDirectory() as tmp:
         self.save_pretrained(tmp)
+        publish_base_name(tmp)
         card.save(os.path.join(tmp, "README.md"))
         return _upload(
             tmp,

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForImageToImage, Swin2SRForImageSuperResolution
 
-from .default_base import default_base_path
+from .base_name import DEFAULT_BASE_NAME
+from .default_base import load_default_base
 from .spandrel_loader import base_model_from_checkpoint
 
 __all__ = ["load_base_model", "reconstruction"]
@@ -23,10 +24,13 @@ def load_base_model(spec: str | os.PathLike | None = None) -> nn.Module:
 
     ``spec``: a local folder written by ``save_pretrained`` or a Hugging Face model id of a transformers
     image-to-image model (Swin2SR is loaded as ``Swin2SRForImageSuperResolution``, others through
-    ``AutoModelForImageToImage``); None: the embedded default in ``peft_adaptir/assets/default_base/``. The model maps
+    ``AutoModelForImageToImage``); None or ``"peft-adaptir:default-base"``: the embedded default in
+    ``peft_adaptir/assets/default_base/``. The model maps
     ``(B, 3, H, W)`` float in [0, 1] to ``.reconstruction`` of ``(B, 3, sH, sW)``; training needs ``s = 1``.
     """
-    spec = str(default_base_path()) if spec is None else os.fspath(spec)
+    if spec is None or os.fspath(spec) == DEFAULT_BASE_NAME:
+        return load_default_base()
+    spec = os.fspath(spec)
     path = Path(spec).expanduser()
     if path.is_file():  # a .pth / .safetensors checkpoint of a spandrel-supported architecture
         return base_model_from_checkpoint(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .output import add_verbosity_argument, cli_output
 from .restore import add_restore_arguments, run_restore
 from .train import add_train_arguments, run_train
 
@@ -29,12 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_restore_arguments(restore).set_defaults(handler=run_restore)
     tasks = commands.add_parser("tasks", help="List the named degradation tasks.")
     tasks.set_defaults(handler=run_tasks)
+    for command in (parser, restore, tasks):
+        add_verbosity_argument(command, top_level=command is parser)  # train adds its own
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    with cli_output(args.verbose):  # quiet by default; -v / -vv for more
+        return args.handler(args)
 
 
 if __name__ == "__main__":

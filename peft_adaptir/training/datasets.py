@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+import os
+import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,7 +17,17 @@ from ..data.pairs import EvalPairs, PairedFolderPatches, PatchPairs
 from ..data.sources import holdout_split, load_image_dataset, load_paired_folders
 from .config import TrainingConfig
 
-__all__ = ["StepWindow", "build_datasets", "check_batch", "check_model_fits", "reconstruction"]
+__all__ = [
+    "StepWindow",
+    "build_datasets",
+    "check_batch",
+    "check_data_sources",
+    "check_model_fits",
+    "looks_like_path",
+    "reconstruction",
+]
+
+_PATH_PREFIXES = ("/", "./", "../", "~", ".\\", "..\\")
 
 
 class StepWindow(torch.utils.data.Dataset):
@@ -29,6 +43,66 @@ class StepWindow(torch.utils.data.Dataset):
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} items.")
         return self.dataset[self.offset + index]
+
+
+def looks_like_path(source: str) -> bool:
+    """Is ``source`` meant as a local path rather than a Hub dataset id (``name`` or ``user/name``)?
+
+    Yes when it starts like a path (``/``, ``./``, ``../``, ``~``), ends with a separator, has more than one ``/``,
+    uses the OS's own separator (Windows), or its first part is an existing local folder (``photos/trian``).
+    """
+    if source.startswith(_PATH_PREFIXES) or source.endswith(("/", os.sep)) or source.count("/") > 1:
+        return True
+    if os.sep != "/" and os.sep in source:
+        return True
+    head, sep, _ = source.partition("/")
+    return bool(sep) and Path(head).is_dir()
+
+
+def _near_folders(path: Path) -> list[str]:
+    """Folders next to ``path`` whose names are close to its name (a typo)."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        return []
+    names = [p.name for p in parent.iterdir() if p.is_dir()]
+    return [str(parent / name) for name in difflib.get_close_matches(path.name, names, n=3, cutoff=0.75)]
+
+
+def check_data_sources(config: TrainingConfig) -> None:
+    """FileNotFoundError for a ``data`` / ``degraded_data`` folder that does not exist, before any Hub lookup.
+
+    ``data`` is taken for a local folder (and refused when missing) if it looks like a path (:func:`looks_like_path`)
+    or a folder with a close name exists next to it; otherwise it may be a Hub dataset id.
+    """
+    for option, source in (("--data", config.data), ("--degraded-data", config.degraded_data)):
+        if source is None or (option == "--data" and source == "skimage"):
+            continue
+        path = Path(source).expanduser()
+        if path.is_dir():
+            continue
+        if path.exists():
+            raise FileNotFoundError(f"{option} {source}: this is a file; give the folder that holds the images.")
+        near = _near_folders(path)
+        if option == "--degraded-data" or looks_like_path(source) or near:
+            hint = f" Did you mean {' or '.join(near)}?" if near else ""
+            raise FileNotFoundError(
+                f"{option} {source}: folder not found (looked for {path.absolute()}).{hint} A Hub dataset id looks "
+                "like 'user/name', with no other separators."
+            )
+
+
+def _warn_once(calls: list) -> list:
+    """Run each ``(function, args, kwargs)``; their warnings are re-issued once per distinct message."""
+    results, seen = [], {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for function, args, kwargs in calls:
+            results.append(function(*args, **kwargs))
+    for warning in caught:
+        seen.setdefault((warning.category, str(warning.message)), warning)
+    for warning in seen.values():
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return results
 
 
 def build_datasets(
@@ -48,8 +122,10 @@ def build_datasets(
         val_set = EvalPairs(val_pairs, None, seed=config.seed, crop=config.val_crop, multiple=multiple)
     else:
         kwargs = {"image_column": config.image_column, "holdout_fraction": config.holdout_fraction}
-        train_images = load_image_dataset(config.data, "train", **kwargs)
-        val_images = load_image_dataset(config.data, "validation", **kwargs)
+        # both splits read the same files, so a warning about one bad image would come twice
+        train_images, val_images = _warn_once(
+            [(load_image_dataset, (config.data, split), kwargs) for split in ("train", "validation")]
+        )
         items = PatchPairs(train_images, config.task, config.patch_size, seed=config.seed, length=total)
         val_set = EvalPairs(val_images, config.task, seed=config.seed, crop=config.val_crop, multiple=multiple)
     return StepWindow(items, start_step * per_step, total - start_step * per_step), val_set

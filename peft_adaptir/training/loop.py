@@ -5,6 +5,8 @@ function of ``(seed, step)``: optimizer step ``s`` of process ``r`` (of ``n``) w
 of ``b`` patches reads the training items ``((s - 1) * a * n + m * n + r) * b ... + b - 1`` for micro-batch ``m``,
 and item ``i`` is fixed by ``(seed, i)`` (:class:`peft_adaptir.patches.PatchPairs`). A resumed run therefore sees
 exactly the batches an uninterrupted one would. Only the main process writes files (and validates).
+
+The output folder is checked before the first step (``run_folder``): writable, with room, and never holding two runs.
 """
 
 from __future__ import annotations
@@ -22,15 +24,33 @@ from peft import PeftModel, get_peft_model
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..backbones.base_name import publish_base_name
 from ..metrics import psnr_batch, ssim_batch
 from ..tuner.config import AdaptIRConfig
 from . import checkpoints as ckpt
+from .adapter_card import write_adapter_card
 from .config import TrainingConfig
-from .datasets import build_datasets, check_batch, check_model_fits, reconstruction
+from .datasets import build_datasets, check_batch, check_data_sources, check_model_fits, reconstruction
 from .optim import adapter_optimizer
 from .plots import plot_preview, plot_training_curve
+from .run_folder import (
+    OutputNotWritableError,
+    adapter_settings,
+    base_fingerprint,
+    prepare_run_folder,
+    save_with_fallback,
+)
 
-__all__ = ["TrainingConfig", "TrainingDivergedError", "TrainingResult", "train", "wrap_with_adapter", "LOSS_FUNCTIONS"]
+__all__ = [
+    "TrainingConfig",
+    "TrainingDivergedError",
+    "TrainingInterrupted",
+    "OutputNotWritableError",
+    "TrainingResult",
+    "train",
+    "wrap_with_adapter",
+    "LOSS_FUNCTIONS",
+]
 
 LOG_FILE = "training_log.json"
 CURVE_FILE = "training_curve.png"
@@ -39,6 +59,18 @@ PREVIEW_FILE = "preview.png"
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite; the run stopped without saving that state."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training. The message says where the last checkpoint is; ``step`` is the step interrupted,
+    ``checkpoint`` the newest complete checkpoint (None: none yet)."""
+
+    def __init__(self, message: str, step: int, checkpoint: Path | None) -> None:
+        super().__init__(message)
+        self.step, self.checkpoint = step, checkpoint
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 @dataclass
@@ -99,9 +131,12 @@ def _validate(model: nn.Module, val_set, device: torch.device, loss_fn) -> tuple
     return {"val_loss": mean(losses), "psnr": mean(psnrs), "ssim": mean(ssims)}, first
 
 
-def _write_outputs(model, output_dir: Path, config: TrainingConfig, log: dict, preview) -> Path:
-    adapter_dir = output_dir / "adapter"
+def _write_outputs(model, adapter_dir: Path, config: TrainingConfig, log: dict, preview) -> Path:
+    """The adapter (safetensors), its card, the training log and the two figures -> ``adapter_dir``."""
+    adapter_dir.mkdir(parents=True, exist_ok=True)  # an OSError (not peft's ValueError) if a file is in the way
     model.save_pretrained(str(adapter_dir), safe_serialization=True)
+    publish_base_name(adapter_dir)  # the embedded base by its public name, not this machine's package folder
+    write_adapter_card(model, adapter_dir, config, log.get("final"))
     (adapter_dir / LOG_FILE).write_text(json.dumps(log, indent=1))
     plot_training_curve(log["losses"], log["validation"], adapter_dir / CURVE_FILE, config.loss)
     degraded, restored, clean = preview
@@ -115,117 +150,156 @@ def train(base_model: nn.Module, config: TrainingConfig) -> TrainingResult:
     """Train an AdaptIR adapter on ``base_model`` (a scale-1 restorer or a PeftModel holding the adapter to train).
 
     Writes ``<output_dir>/checkpoints/step-N`` (resumable) and, at the end, ``<output_dir>/adapter`` with the adapter
-    (``save_pretrained``, safetensors), ``training_log.json``, ``training_curve.png`` and ``preview.png``.
-    Raises :class:`TrainingDivergedError` when the loss is not finite (the last good checkpoint stays).
+    (``save_pretrained``, safetensors), ``README.md`` (its card), ``training_log.json``, ``training_curve.png`` and
+    ``preview.png``. Before the first step the output folder is checked (``run_folder``): an earlier run there is
+    resumed only with the same settings, moved to ``previous-runs/`` with ``resume=False``, never mixed in.
+
+    Raises :class:`TrainingDivergedError` when the loss is not finite (the last good checkpoint stays),
+    :class:`TrainingInterrupted` on Ctrl-C and :class:`OutputNotWritableError` when the folder cannot be written
+    (before the first step; at the end, after saving the adapter to a rescue folder that the message names).
     """
     config.validate()
-    accelerator = Accelerator(
-        mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum, cpu=config.cpu
-    )
-    set_seed(config.seed)
-    output_dir = Path(config.output_dir)
-    model = wrap_with_adapter(base_model, config)
-    window = check_model_fits(model, config.patch_size)
-    resume_from = ckpt.latest_checkpoint(output_dir) if config.resume else None
-    state = ckpt.read_trainer_state(resume_from) if resume_from else {"step": 0, "losses": [], "validation": []}
-    _check_resumable(state, config, accelerator.num_processes, resume_from)
-    start = state["step"]
-    with accelerator.main_process_first():
-        train_set, val_set = build_datasets(config, window, start, accelerator.num_processes)
-    loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, num_workers=config.num_workers)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = adapter_optimizer(params, lr=config.lr, weight_decay=config.weight_decay)  # fused AdamW
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, accelerator.num_processes))
-    model.train()
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-    ckpt.register_adapter_only_state(accelerator)
-    if resume_from is not None:
-        accelerator.load_state(str(resume_from))
-        accelerator.print(f"Resumed from {resume_from} (step {start} of {config.steps}).")
-    unwrapped = accelerator.unwrap_model(model)
-    loss_fn = LOSS_FUNCTIONS[config.loss]
-    losses, validation = list(state["losses"]), list(state["validation"])
-    main = accelerator.is_main_process
+    check_data_sources(config)
+    return _Run(base_model, config).execute()
 
-    def validate(step: int):
-        result = None
-        if main:
-            metrics, result = _validate(unwrapped, val_set, accelerator.device, loss_fn)
-            validation.append({"step": step, **metrics})
-            bar.write(f"step {step}: val {config.loss} {metrics['val_loss']:.5f}, PSNR {metrics['psnr']:.3f} dB, "
-                      f"SSIM {metrics['ssim']:.4f}")  # fmt: skip
+
+class _Run:
+    """One call of :func:`train`: the setup (model, output folder, data, optimizer), the steps, the outputs."""
+
+    def __init__(self, base_model: nn.Module, config: TrainingConfig) -> None:
+        self.config = config
+        self.accelerator = accelerator = Accelerator(
+            mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum, cpu=config.cpu
+        )
+        self.main = accelerator.is_main_process
+        set_seed(config.seed)
+        self.output_dir = Path(config.output_dir)
+        model = wrap_with_adapter(base_model, config)
+        window = check_model_fits(model, config.patch_size)
+        self.record = {"adapter_config": adapter_settings(model), "base": base_fingerprint(model)}
+        start = prepare_run_folder(
+            config, model, self.record, accelerator.num_processes, self.main, accelerator.process_index
+        )
         accelerator.wait_for_everyone()
-        return result
+        if start.moved_to is not None:
+            accelerator.print(f"Moved the earlier run in {self.output_dir} to {start.moved_to} (--no-resume).")
+        self.resume_from, self.start = start.checkpoint, start.state["step"]
+        self.losses, self.validation = list(start.state["losses"]), list(start.state["validation"])
+        with accelerator.main_process_first():
+            train_set, self.val_set = build_datasets(config, window, self.start, accelerator.num_processes)
+        loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, num_workers=config.num_workers)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = adapter_optimizer(self.params, lr=config.lr, weight_decay=config.weight_decay)  # fused AdamW
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, accelerator.num_processes))
+        model.train()
+        prepared = accelerator.prepare(model, optimizer, loader, scheduler)
+        self.model, self.optimizer, self.loader, self.scheduler = prepared
+        ckpt.register_adapter_only_state(accelerator)
+        if self.resume_from is not None:
+            accelerator.load_state(str(self.resume_from))
+            accelerator.print(f"Resumed from {self.resume_from} (step {self.start} of {config.steps}).")
+        self.unwrapped = accelerator.unwrap_model(self.model)
+        self.loss_fn = LOSS_FUNCTIONS[config.loss]
+        self.bar = None
 
-    def trainer_state(step: int) -> dict[str, Any]:
-        shared = {"num_processes": accelerator.num_processes, "config": config.to_dict()}
-        return {"step": step, "losses": losses, "validation": validation, **shared}
+    def execute(self) -> TrainingResult:
+        """Train the remaining steps, then write the adapter (main process)."""
+        config = self.config
+        show = self.main and config.progress
+        self.bar = tqdm(total=config.steps, initial=self.start, disable=not show, desc="train", unit="step")
+        preview, step = None, self.start
+        try:
+            if self.start == 0:
+                preview = self.validate(0)
+            batches = iter(self.loader)
+            for step in range(self.start + 1, config.steps + 1):
+                self.train_step(step, batches)
+                if step == config.steps or (config.val_every and step % config.val_every == 0):
+                    preview = self.validate(step)
+                if config.checkpoint_every and (step % config.checkpoint_every == 0 or step == config.steps):
+                    ckpt.save_checkpoint(self.accelerator, self.output_dir, step, self.trainer_state(step))
+                    if self.main:
+                        ckpt.prune_checkpoints(self.output_dir, config.keep_checkpoints)
+        except KeyboardInterrupt:
+            raise self.interrupted(step) from None
+        finally:
+            self.bar.close()
+        if self.start >= config.steps and self.main:  # resumed a finished run: only the preview is missing
+            preview = _validate(self.unwrapped, self.val_set, self.accelerator.device, self.loss_fn)[1]
+        adapter_dir = self.write_adapter(preview) if self.main else None
+        self.accelerator.wait_for_everyone()
+        return TrainingResult(self.unwrapped, adapter_dir, config.steps, self.losses, self.validation)
 
-    bar = tqdm(total=config.steps, initial=start, disable=not (main and config.progress), desc="train", unit="step")
-    preview = validate(0) if start == 0 else None
-    batches = iter(loader)
-    for step in range(start + 1, config.steps + 1):
+    def train_step(self, step: int, batches) -> None:
+        """One optimizer step of ``grad_accum`` micro-batches; records its loss."""
+        config, accelerator = self.config, self.accelerator
         step_loss = 0.0
         for _ in range(config.grad_accum):
             degraded, clean = next(batches)
             check_batch(degraded, clean, step)
-            with accelerator.accumulate(model):
-                loss = loss_fn(reconstruction(model(degraded)).float(), clean)
+            with accelerator.accumulate(self.model):
+                loss = self.loss_fn(reconstruction(self.model(degraded)).float(), clean)
                 gathered = accelerator.gather(loss.detach()[None])
                 if not torch.isfinite(gathered).all():
-                    _stop_diverged(accelerator, output_dir, step, gathered, trainer_state(step - 1), bar)
+                    self.stop_diverged(step, gathered)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.grad_clip:
-                    accelerator.clip_grad_norm_(params, config.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                    accelerator.clip_grad_norm_(self.params, config.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
             step_loss += gathered.mean().item() / config.grad_accum
-        losses.append(step_loss)
-        bar.update(1)
-        bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-        if step == config.steps or (config.val_every and step % config.val_every == 0):
-            preview = validate(step)
-        if config.checkpoint_every and (step % config.checkpoint_every == 0 or step == config.steps):
-            ckpt.save_checkpoint(accelerator, output_dir, step, trainer_state(step))
-            if main:
-                ckpt.prune_checkpoints(output_dir, config.keep_checkpoints)
-    bar.close()
-    if start >= config.steps and main:  # resumed a finished run: only the preview is missing
-        preview = _validate(unwrapped, val_set, accelerator.device, loss_fn)[1]
-    adapter_dir = None
-    if main:
-        log = {**trainer_state(config.steps), "final": validation[-1] if validation else None}
-        adapter_dir = _write_outputs(unwrapped, output_dir, config, log, preview)
-    accelerator.wait_for_everyone()
-    return TrainingResult(unwrapped, adapter_dir, config.steps, losses, validation)
+        self.losses.append(step_loss)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
 
+    def validate(self, step: int) -> tuple | None:
+        """Validate on the main process and log the metrics; returns the preview triple (None elsewhere)."""
+        result = None
+        if self.main:
+            metrics, result = _validate(self.unwrapped, self.val_set, self.accelerator.device, self.loss_fn)
+            self.validation.append({"step": step, **metrics})
+            self.bar.write(
+                f"step {step}: val {self.config.loss} {metrics['val_loss']:.5f}, PSNR {metrics['psnr']:.3f} dB, "
+                f"SSIM {metrics['ssim']:.4f}"
+            )
+        self.accelerator.wait_for_everyone()
+        return result
 
-def _check_resumable(state: dict, config: TrainingConfig, num_processes: int, checkpoint: Path | None) -> None:
-    if checkpoint is None:
-        return
-    saved = state.get("config", {})
-    keys = ("task", "data", "degraded_data", "patch_size", "batch_size", "grad_accum", "seed", "steps", "lr")
-    changed = [f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in keys if saved.get(k) != getattr(config, k)]
-    if state.get("num_processes", num_processes) != num_processes:
-        changed.append(f"num_processes: {state['num_processes']} -> {num_processes}")
-    if changed:
-        raise ValueError(
-            f"Cannot resume from {checkpoint}: settings differ ({'; '.join(changed)}), so the run would not continue "
-            "the same schedule and data order. Use the same settings, another output_dir, or resume=False "
-            "(--no-resume) to start over."
+    def trainer_state(self, step: int) -> dict[str, Any]:
+        """``trainer_state.json``: progress, history and every setting a resume must share."""
+        shared = {"num_processes": self.accelerator.num_processes, "config": self.config.to_dict(), **self.record}
+        return {"step": step, "losses": self.losses, "validation": self.validation, **shared}
+
+    def write_adapter(self, preview) -> Path:
+        """``<output>/adapter``; a rescue folder (named in the raised error) if that cannot be written."""
+        log = {**self.trainer_state(self.config.steps), "final": self.validation[-1] if self.validation else None}
+
+        def write(folder: Path) -> Path:
+            return _write_outputs(self.unwrapped, folder, self.config, log, preview)
+
+        return save_with_fallback(write, self.output_dir / "adapter", self.output_dir)
+
+    def interrupted(self, step: int) -> TrainingInterrupted:
+        last = ckpt.latest_checkpoint(self.output_dir)
+        where = (
+            f"the last checkpoint is {last} (step {ckpt.read_trainer_state(last)['step']}); the same command resumes "
+            "from it"
+            if last
+            else "no checkpoint was saved yet, so the same command starts over"
         )
+        return TrainingInterrupted(f"Interrupted at step {step} of {self.config.steps}: {where}.", step, last)
 
-
-def _stop_diverged(accelerator, output_dir: Path, step: int, losses: torch.Tensor, state: dict, bar) -> None:
-    bar.close()
-    last = ckpt.latest_checkpoint(output_dir)
-    kept = f"The last good checkpoint is {last}." if last else "No checkpoint had been saved yet."
-    message = (
-        f"Loss became {losses.tolist()} (not finite) at step {step}; training stopped without saving this state. "
-        f"{kept} Lower the learning rate (--lr), keep gradient clipping on (--grad-clip), or use bf16 instead of fp16."
-    )
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / LOG_FILE).write_text(json.dumps({**state, "stopped": message}, indent=1))
-    raise TrainingDivergedError(message)
+    def stop_diverged(self, step: int, losses: torch.Tensor) -> None:
+        self.bar.close()
+        last = ckpt.latest_checkpoint(self.output_dir)
+        kept = f"The last good checkpoint is {last}." if last else "No checkpoint had been saved yet."
+        message = (
+            f"Loss became {losses.tolist()} (not finite) at step {step}; training stopped without saving this state. "
+            f"{kept} Lower the learning rate (--lr), keep gradient clipping on (--grad-clip), or use bf16 instead of "
+            "fp16."
+        )
+        if self.main:
+            state = self.trainer_state(step - 1)
+            (self.output_dir / LOG_FILE).write_text(json.dumps({**state, "stopped": message}, indent=1))
+        raise TrainingDivergedError(message)
