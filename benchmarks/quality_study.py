@@ -65,7 +65,8 @@ ARMS: dict[str, tuple[str, dict]] = {  # arm -> (method of quality_methods.wrap,
     "sum-w8": ("adaptir-sum", {"width": 8}),
     "sum-scale2": ("adaptir-sum", {"scale": 2.0}),
 }
-CPU_ARMS = ["full", "adaptir-sum", "sum-w3-lastconv", "lora", "bottleneck", "adaptir-gated"]  # in priority order
+CPU_TIERS = [["full", "adaptir-sum", "sum-w3-lastconv"], ["lora", "bottleneck"], ["adaptir-gated"]]  # run in order
+CPU_ARMS = [arm for tier in CPU_TIERS for arm in tier]
 CHOSEN = None  # a spec's lr: the validation-chosen one
 PEFT_LRS, FULL_LRS = [2e-3, 6e-3], [2e-4, 6e-4]
 PROFILES = {
@@ -73,7 +74,7 @@ PROFILES = {
                   batch_size=2, patch_size=16, peft_lrs=[2e-3, 6e-3], full_lrs=[2e-4, 6e-4], seeds=2,
                   extra=[(["sum-w3-firstconv"], ["low-light"])], curve=[(4, ["full", "adaptir-sum"], ["low-light"])],
                   workers=0, threads=1, use_opencv=False, crop=32, val_crop=32),
-    "cpu": dict(base="default", tasks=list(TASKS), arms=CPU_ARMS, steps=64, batch_size=4,
+    "cpu": dict(base="default", tasks=list(TASKS), arms=CPU_ARMS, tiers=CPU_TIERS, steps=64, batch_size=4,
                 patch_size=32, peft_lrs=PEFT_LRS, full_lrs=FULL_LRS, seeds=3,
                 extra=[(["sum-w3-firstconv", "bottleneck-w3-lastconv"], ["low-light"])],
                 curve=[(256, ["full", "lora", "adaptir-sum", "sum-w3-lastconv"], ["low-light", "sr2-noise30"]),
@@ -122,14 +123,16 @@ def plan(settings: dict) -> list[Spec]:
     def seed(s: int, arm_list: list[str], task_list: list[str]) -> list[Spec]:
         return [Spec(a, t, steps, s, CHOSEN) for t in task_list for a in arm_list]
 
-    # task by task (in the profile's order): the search, then seed 1, seed 2... of every arm, then the extra arms'
-    # search for that task; their later seeds after all tasks. A study stopped early has whole tasks, all seeds.
+    # task by task (in the profile's order), tier by tier of arms (``tiers``; default: one tier of all arms): the
+    # search, then seed 1, seed 2...; the extra arms' search for that task after the second tier. The extra arms'
+    # later seeds come at the end. A study stopped early has whole tasks, each tier with every seed.
+    tiers = settings.get("tiers") or [arms]
     for task in tasks:
-        specs += search(arms, [task])
-        specs += [spec for s in range(1, seeds) for spec in seed(s, arms, [task])]
-        specs += [
-            spec for arm_list, task_list in settings["extra"] if task in task_list for spec in search(arm_list, [task])
-        ]
+        for i, tier in enumerate(tiers):
+            specs += search(tier, [task])
+            specs += [spec for s in range(1, seeds) for spec in seed(s, tier, [task])]
+            if i == min(1, len(tiers) - 1):  # the extra arms after the second tier
+                specs += [spec for extra, ts in settings["extra"] if task in ts for spec in search(extra, [task])]
     specs += [
         spec
         for s in range(1, seeds)
