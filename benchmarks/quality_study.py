@@ -5,18 +5,22 @@ steps from one seed, then scores it on the validation crops (which choose the le
 evaluation set (which is reported); see ``quality_images.py`` for the three disjoint image sets. The plan, in order:
 
 1. the degraded input and the pretrained base on every task (no training);
-2. the learning-rate search: every arm x task at each candidate learning rate, seed 0;
-3. seeds 1, 2, ... at the learning rate with the best mean *validation* PSNR (never the evaluation photos);
-4. the extra arms (low-light investigation), same search and seeds;
-5. the budget curve: longer runs at the chosen learning rate, for fewer arms and tasks.
+2. task by task, tier by tier of arms (the ``cpu`` profile runs full fine-tuning, AdaptIR sum and AdaptIR sum with
+   the last convolution first, then LoRA and the bottleneck, then AdaptIR gated): the learning-rate search (seed 0,
+   every candidate), then seeds 1, 2, ... at the candidate with the best mean *validation* PSNR (never the
+   evaluation photos); after the second tier, the extra arms' search on that task (the low-light investigation);
+3. the extra arms' later seeds;
+4. the budget curve: seed 0 at other step counts, at the learning rate chosen for the main budget.
+
+A study stopped early therefore has whole tasks with every seed, rather than every task with one seed.
 
 Each finished run is appended as one JSON line to ``runs.jsonl``; a restart skips the runs already there (runs
 of other settings are ignored, never mixed), so the study can be stopped and resumed at any time. Two runs go in
 parallel by default (``--workers``), one thread each. ``python -m benchmarks.quality_study_report`` turns the file
 into tables, intervals and plots.
 
-    python -m benchmarks.quality_study --profile cpu      # the committed CPU study (hours; resumable)
-    python -m benchmarks.quality_study --profile gpu      # all seeds, bigger batches, 1024 steps (one GPU)
+    python -m benchmarks.quality_study --profile cpu      # the committed CPU study (many hours here; resumable)
+    python -m benchmarks.quality_study --profile gpu      # 3 lrs x 3 seeds, batch 16 x 48 px, 64/256/1024 steps
     python -m benchmarks.quality_study --profile smoke --output /tmp/s   # seconds, tiny random base (the test)
 """
 

@@ -237,8 +237,10 @@ def plots(summary: dict, folder: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = list(summary["per_task"])
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.8 * len(tasks), 4.0), squeeze=False)
+    tasks = [t for t, by_arm in summary["per_task"].items() if set(by_arm) - {"input", "base"}]
+    if not tasks:
+        return
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.8 * len(tasks) + 1, 4.0), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         arms = [a for a in summary["per_task"][task] if a not in ("input", "base")]
         ivs = [summary["per_task"][task][a]["psnr_rgb"] for a in arms]
