@@ -122,9 +122,13 @@ def _schedule(steps: int):
     )
 
 
-def train(model: nn.Module, job: Job, device: torch.device) -> dict:
-    """Train the trainable parameters of ``model`` in place; returns losses, timing and peak memory."""
-    data = PatchPairs(photos("train")[0], job.task, job.patch_size, seed=job.seed, length=job.steps * job.batch_size)
+def train(model: nn.Module, job: Job, device: torch.device, images: list | tuple | None = None) -> dict:
+    """Train the trainable parameters of ``model`` in place; returns losses, timing and peak memory.
+
+    ``images``: the training photos, ``(3, H, W)`` in [0, 1] (default: scikit-image's training split).
+    """
+    images = photos("train")[0] if images is None else images
+    data = PatchPairs(images, job.task, job.patch_size, seed=job.seed, length=job.steps * job.batch_size)
     loader = torch.utils.data.DataLoader(data, batch_size=job.batch_size, shuffle=False, num_workers=0)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=job.lr, weight_decay=0.0)

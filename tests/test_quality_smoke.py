@@ -58,3 +58,66 @@ def test_smoke_profile_writes_every_task_and_method(tmp_path, monkeypatch):
     # every run of the grid is kept: 5 trained methods x 1 lr + input + base, per task
     assert len(report["runs"]) == len(bench.TASKS) * (len(bench.TRAINED) + 2)
     assert "| AdaptIR gated |" in (tmp_path / "results.md").read_text()
+
+
+def test_study_smoke_resumes_chooses_lr_on_validation_and_reports(tmp_path, monkeypatch):
+    monkeypatch.chdir(BENCHMARKS.parent)
+    monkeypatch.syspath_prepend(str(BENCHMARKS.parent))
+    from benchmarks import quality_images, quality_study, quality_study_report
+
+    rows = quality_study.main(["--profile", "smoke", "--output", str(tmp_path)])
+    settings = quality_study.PROFILES["smoke"]
+    planned = quality_study.plan({**settings})
+    assert set(rows) == {s.key() for s in planned}
+    lines = (tmp_path / "runs.jsonl").read_text().splitlines()
+    assert len(lines) == len(planned)
+    # evaluation and validation images are disjoint, and none comes from a training photo's trained region
+    evaluation = quality_images.evaluation_items(False)
+    validation = quality_images.validation_items()
+    assert len(evaluation) >= 12 and not {i.name for i in evaluation} & {i.name for i in validation}
+    assert not {i.group for i in evaluation} & {i.group for i in validation}
+    for row in rows.values():
+        assert set(row["eval"]["psnr_rgb"]) == {i.name for i in evaluation}
+        assert set(row["val"]["psnr_rgb"]) == {i.name for i in validation}
+    # later seeds use the learning rate with the best mean validation PSNR of the seed-0 search
+    for row in rows.values():
+        if row["lr_source"] == "validation":
+            grid = settings["full_lrs"] if row["arm"] == "full" else settings["peft_lrs"]
+            search = [rows[quality_study.Spec(row["arm"], row["task"], settings["steps"], 0, lr).key()] for lr in grid]
+            assert row["lr"] == max(search, key=lambda r: r["val_mean"])["lr"]
+    # the last-conv variant trains the final convolution too, and stays small
+    lastconv = rows[quality_study.Spec("sum-w3-lastconv", "low-light", 2, 0, 2e-3).key()]
+    plain = rows[quality_study.Spec("adaptir-sum", "low-light", 2, 0, 2e-3).key()]
+    assert lastconv["trainable"] != plain["trainable"]
+    # a second call finds everything done and appends nothing
+    quality_study.main(["--profile", "smoke", "--output", str(tmp_path)])
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == len(planned)
+
+    summary = quality_study_report.main(["--input", str(tmp_path)])
+    assert set(summary["per_task"]) == set(settings["tasks"])
+    iv = summary["per_task"]["low-light"]["full"]["psnr_rgb"]
+    assert iv["seeds"] == 2 and iv["low"] <= iv["mean"] <= iv["high"]
+    assert "adaptir-sum - full | mean" in summary["comparisons"]
+    for name in ("summary.md", "summary.json", "psnr_ci.png", "budget.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+
+
+def test_bootstrap_interval_separates_a_real_difference_from_noise():
+    import numpy as np
+
+    sys.path.insert(0, str(BENCHMARKS))
+    from quality_stats import bootstrap
+
+    rng = np.random.default_rng(0)
+    groups = [f"photo{i // 2}" for i in range(16)]
+    shifted = bootstrap(0.5 + 0.1 * rng.standard_normal((3, 16)), groups)
+    assert shifted.verdict == "better" and shifted.low > 0.3 and shifted.p < 0.01
+    noise = bootstrap(rng.standard_normal((3, 16)), groups)
+    assert noise.verdict == "tie" and noise.low < 0 < noise.high
+    assert bootstrap(-shifted_table(), groups).verdict == "worse"
+
+
+def shifted_table():
+    import numpy as np
+
+    return np.full((2, 16), 0.2) + np.linspace(-0.01, 0.01, 16)

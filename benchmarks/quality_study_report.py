@@ -1,0 +1,321 @@
+"""Tables, intervals and plots of a quality study (``runs.jsonl`` of ``quality_study.py``).
+
+    python -m benchmarks.quality_study_report                       # the cpu study's folder
+    python -m benchmarks.quality_study_report --input DIR           # any study folder
+
+Writes ``summary.json`` (every number below), ``summary.md`` (the tables), ``psnr_ci.png`` (mean evaluation PSNR per
+task and arm with 95% intervals) and ``budget.png`` (PSNR against training steps) into the study folder. Only the
+runs whose settings match the newest ``settings-*.json`` are read. Each (task, arm) uses the learning rate with the
+best mean *validation* PSNR at the main step count; its samples are seed 0 of that search plus the later seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+try:
+    from .quality_methods import LABELS
+    from .quality_stats import bootstrap, paired, table_of
+    from .quality_study import DEFAULT_OUTPUT, PROFILES, Spec, chosen_lr, load_rows
+except ImportError:  # pragma: no cover
+    from quality_methods import LABELS
+    from quality_stats import bootstrap, paired, table_of
+    from quality_study import DEFAULT_OUTPUT, PROFILES, Spec, chosen_lr, load_rows
+
+ARM_LABELS = {
+    **LABELS,
+    "sum-w3-lastconv": "AdaptIR sum w3 + last conv",
+    "sum-w3-firstconv": "AdaptIR sum w3 + first conv",
+    "bottleneck-w3-lastconv": "bottleneck w3 + last conv",
+    "sum-w8": "AdaptIR sum w8",
+    "sum-scale2": "AdaptIR sum scale 2",
+}
+CHALLENGERS = ("adaptir-sum", "sum-w3-lastconv")  # compared with every other trained arm
+OTHERS = ("full", "lora", "bottleneck", "adaptir-sum", "adaptir-gated", "sum-w3-lastconv")
+
+
+def samples(rows: dict[str, dict], settings: dict, arm: str, task: str, steps: int, metric: str = "psnr_rgb"):
+    """``{seed: {image: value}}`` of ``arm`` on ``task`` at ``steps`` (validation-chosen lr), or {} if not run."""
+    if arm in ("input", "base"):
+        row = rows.get(Spec(arm, task, 0, 0, 0.0).key())
+        return {} if row is None else {0: row["eval"][metric]}
+    lr = chosen_lr(arm, task, settings["steps"], rows, settings)
+    if lr is None:
+        return {}
+    out = {}
+    if steps == settings["steps"]:
+        out[0] = rows[Spec(arm, task, steps, 0, lr).key()]
+    for row in rows.values():
+        if row["arm"] == arm and row["task"] == task and row["steps"] == steps and row["lr_source"] == "validation":
+            out[row["seed"]] = row
+    return {s: r["eval"][metric] for s, r in out.items() if r.get("eval")}
+
+
+def _fmt(iv, digits: int = 2) -> str:
+    return f"{iv.mean:.{digits}f} [{iv.low:.{digits}f}, {iv.high:.{digits}f}]"
+
+
+def _meta(rows: dict[str, dict], settings: dict, arm: str, task: str) -> dict:
+    lr = chosen_lr(arm, task, settings["steps"], rows, settings) if arm not in ("input", "base") else None
+    row = (
+        rows.get(Spec(arm, task, settings["steps"], 0, lr).key()) if lr else rows.get(Spec(arm, task, 0, 0, 0.0).key())
+    )
+    best_eval = None
+    if lr is not None:  # the lr the evaluation photos would have picked (reported, never used)
+        grid = settings["full_lrs"] if arm == "full" else settings["peft_lrs"]
+        best_eval = max(
+            grid, key=lambda g: rows[Spec(arm, task, settings["steps"], 0, g).key()].get("eval_mean") or -1e9
+        )
+    return (
+        {
+            "lr": lr,
+            "lr_if_chosen_on_eval": best_eval,
+            **{
+                k: row.get(k)
+                for k in ("trainable", "trainable_pct", "file_bytes", "step_time_s", "peak_mem_mb", "wall_s")
+            },
+        }
+        if row
+        else {}
+    )
+
+
+def summarize(rows: dict[str, dict], settings: dict) -> dict:
+    """Every interval and comparison of the study (see the module docstring)."""
+    names, groups = settings["eval_items"], settings["eval_groups"]
+    steps, tasks = settings["steps"], settings["tasks"]
+    arms = ["input", "base", *settings["arms"], *[a for extra, _ in settings["extra"] for a in extra]]
+    arms = list(dict.fromkeys(arms))
+    out: dict = {"per_task": {}, "mean_over_tasks": {}, "comparisons": {}, "budget": {}, "timing": {}}
+    for task in tasks:
+        out["per_task"][task] = {}
+        for arm in arms:
+            s = samples(rows, settings, arm, task, steps)
+            if not s:
+                continue
+            entry = {"psnr_rgb": bootstrap(table_of(s, names), groups).as_dict(), **_meta(rows, settings, arm, task)}
+            for metric in ("psnr_y", "ssim_rgb"):
+                entry[metric] = statistics.fmean(
+                    v for per in samples(rows, settings, arm, task, steps, metric).values() for v in per.values()
+                )
+            out["per_task"][task][arm] = entry
+
+    # the mean over tasks: an arm's per-(seed, image) average over the four tasks (only where all four have run)
+    def over_tasks(arm: str) -> dict[int, dict[str, float]]:
+        per = [samples(rows, settings, arm, t, steps) for t in tasks]
+        seeds = set.intersection(*(set(p) for p in per)) if all(per) else set()
+        if arm in ("input", "base"):
+            return {s: {n: statistics.fmean(p[0][n] for p in per) for n in names} for s in seeds}
+        return {s: {n: statistics.fmean(p[s][n] for p in per) for n in names} for s in seeds}
+
+    for arm in arms:
+        s = over_tasks(arm)
+        if s:
+            out["mean_over_tasks"][arm] = bootstrap(table_of(s, names), groups).as_dict()
+    for a in CHALLENGERS:
+        for b in OTHERS:
+            if a == b:
+                continue
+            for task in [*tasks, "mean"]:
+                sa = over_tasks(a) if task == "mean" else samples(rows, settings, a, task, steps)
+                sb = over_tasks(b) if task == "mean" else samples(rows, settings, b, task, steps)
+                iv = paired(sa, sb, names, groups) if sa and sb else None
+                if iv is not None:
+                    out["comparisons"][f"{a} - {b} | {task}"] = iv.as_dict()
+    for task in tasks:  # low-light investigation and extra arms: against full fine-tuning and AdaptIR sum
+        for extra, extra_tasks in settings["extra"]:
+            if task not in extra_tasks:
+                continue
+            for a in extra:
+                for b in ("full", "adaptir-sum", "sum-w3-lastconv"):
+                    sa, sb = samples(rows, settings, a, task, steps), samples(rows, settings, b, task, steps)
+                    iv = paired(sa, sb, names, groups) if sa and sb and a != b else None
+                    if iv is not None:
+                        out["comparisons"][f"{a} - {b} | {task}"] = iv.as_dict()
+    curve_steps = sorted({steps, *(c[0] for c in settings["curve"])})
+    for task in tasks:
+        for arm in settings["arms"]:
+            points = {}
+            for n in curve_steps:
+                s = samples(rows, settings, arm, task, n)
+                if s:
+                    s0 = {0: s[0]} if 0 in s else s  # the curve compares seed 0 at every budget
+                    points[str(n)] = bootstrap(table_of(s0, names), groups).as_dict()
+            if len(points) > 1:
+                out["budget"].setdefault(task, {})[arm] = points
+    by_steps: dict[int, list[float]] = {}
+    for row in rows.values():
+        by_steps.setdefault(row["steps"], []).append(row["wall_s"])
+    out["timing"] = {
+        str(k): {"runs": len(v), "mean_wall_s": statistics.fmean(v), "total_s": sum(v)}
+        for k, v in sorted(by_steps.items())
+    }
+    return out
+
+
+def markdown(summary: dict, settings: dict) -> str:
+    """The summary as markdown tables."""
+    lines = [
+        f"Study `{settings['profile']}`: {settings['steps']} steps x batch {settings['batch_size']} x "
+        f"{settings['patch_size']} px; {len(settings['eval_items'])} evaluation images from "
+        f"{len(set(settings['eval_groups']))} photos; mean PSNR RGB (dB) with 95% bootstrap interval over "
+        "photos x seeds.",
+        "",
+    ]
+    lines += [
+        "| task | method | seeds | PSNR RGB [95% CI] | PSNR Y | SSIM RGB | lr (validation) | lr if chosen on eval "
+        "| trainable (% of base) | step time |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for task, by_arm in summary["per_task"].items():
+        for arm, e in by_arm.items():
+            iv = e["psnr_rgb"]
+            lr = f"{e['lr']:.0e}" if e.get("lr") else "-"
+            lre = f"{e['lr_if_chosen_on_eval']:.0e}" if e.get("lr_if_chosen_on_eval") else "-"
+            tr = f"{e['trainable']:,} ({e['trainable_pct']:.2f}%)" if e.get("trainable") is not None else "-"
+            st = f"{1000 * e['step_time_s']:.0f} ms" if e.get("step_time_s") else "-"
+            lines.append(
+                f"| {task} | {ARM_LABELS.get(arm, arm)} | {iv['seeds']} | {iv['mean']:.2f} [{iv['low']:.2f}, "
+                f"{iv['high']:.2f}] | {e['psnr_y']:.2f} | {e['ssim_rgb']:.4f} | {lr} | {lre} | {tr} | {st} |"
+            )
+    lines += [
+        "",
+        "Mean over the four tasks (per seed and image):",
+        "",
+        "| method | seeds | PSNR RGB [95% CI] |",
+        "|---|---:|---|",
+    ]
+    for arm, iv in summary["mean_over_tasks"].items():
+        lines.append(
+            f"| {ARM_LABELS.get(arm, arm)} | {iv['seeds']} | {iv['mean']:.2f} [{iv['low']:.2f}, {iv['high']:.2f}] |"
+        )
+    lines += [
+        "",
+        "Paired differences A - B (same seed, same image), dB, 95% interval, bootstrap p; `tie` when the "
+        "interval contains 0:",
+        "",
+        "| A - B | task | seeds | difference [95% CI] | p | verdict |",
+        "|---|---|---:|---|---:|---|",
+    ]
+    for key, iv in summary["comparisons"].items():
+        pair, task = key.split(" | ")
+        a, b = pair.split(" - ")
+        label = f"{ARM_LABELS.get(a, a)} - {ARM_LABELS.get(b, b)}"
+        lines.append(
+            f"| {label} | {task} | {iv['seeds']} | {iv['mean']:+.2f} [{iv['low']:+.2f}, {iv['high']:+.2f}] "
+            f"| {iv['p']:.3f} | {iv['verdict']} |"
+        )
+    if summary["budget"]:
+        lines += [
+            "",
+            "Budget curve (seed 0, learning rate chosen on validation at the main budget), PSNR RGB:",
+            "",
+            "| task | method | " + " | ".join(f"{n} steps" for n in _curve_steps(summary)) + " |",
+            "|---|---|" + "---:|" * len(_curve_steps(summary)),
+        ]
+        for task, by_arm in summary["budget"].items():
+            for arm, points in by_arm.items():
+                cells = [f"{points[str(n)]['mean']:.2f}" if str(n) in points else "-" for n in _curve_steps(summary)]
+                lines.append(f"| {task} | {ARM_LABELS.get(arm, arm)} | " + " | ".join(cells) + " |")
+    lines += ["", "| steps | runs | mean wall time per run | total |", "|---:|---:|---:|---:|"]
+    for n, t in summary["timing"].items():
+        lines.append(f"| {n} | {t['runs']} | {t['mean_wall_s']:.0f} s | {t['total_s'] / 60:.0f} min |")
+    return "\n".join(lines) + "\n"
+
+
+def _curve_steps(summary: dict) -> list[int]:
+    return sorted({int(n) for by_arm in summary["budget"].values() for p in by_arm.values() for n in p})
+
+
+def plots(summary: dict, folder: Path) -> None:
+    """``psnr_ci.png`` and (if the curve has points) ``budget.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t, by_arm in summary["per_task"].items() if set(by_arm) - {"input", "base"}]
+    if not tasks:
+        return
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.8 * len(tasks) + 1, 4.0), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        arms = [a for a in summary["per_task"][task] if a not in ("input", "base")]
+        ivs = [summary["per_task"][task][a]["psnr_rgb"] for a in arms]
+        means = [iv["mean"] for iv in ivs]
+        err = [[m - iv["low"] for m, iv in zip(means, ivs)], [iv["high"] - m for m, iv in zip(means, ivs)]]
+        ax.bar(
+            range(len(arms)),
+            means,
+            yerr=err,
+            capsize=3,
+            color=[plt.get_cmap("tab10")(i % 10) for i in range(len(arms))],
+        )
+        low, high = min(iv["low"] for iv in ivs), max(iv["high"] for iv in ivs)
+        ax.set_ylim(low - 0.3 * (high - low), high + 0.1 * (high - low))
+        ax.set_xticks(range(len(arms)), [ARM_LABELS.get(a, a) for a in arms], rotation=60, ha="right", fontsize=7)
+        ax.set_title(task, fontsize=10)
+    axes[0][0].set_ylabel("PSNR RGB (dB), evaluation photos")
+    fig.suptitle("mean over photos x seeds, 95% bootstrap interval", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(folder / "psnr_ci.png", dpi=100)
+    plt.close(fig)
+    if not summary["budget"]:
+        return
+    tasks = list(summary["budget"])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.8 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for i, (arm, points) in enumerate(summary["budget"][task].items()):
+            steps = sorted(int(n) for n in points)
+            ax.plot(
+                steps,
+                [points[str(n)]["mean"] for n in steps],
+                "o-",
+                label=ARM_LABELS.get(arm, arm),
+                color=plt.get_cmap("tab10")(i % 10),
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training steps")
+        ax.set_title(task, fontsize=10)
+    axes[0][0].set_ylabel("PSNR RGB (dB)")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder / "budget.png", dpi=100)
+    plt.close(fig)
+
+
+def load_study(folder: Path) -> tuple[dict[str, dict], dict]:
+    """The rows and settings of the newest settings file in ``folder``."""
+    files = sorted(folder.glob("settings-*.json"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        raise FileNotFoundError(f"No settings-*.json in {folder}; run `python -m benchmarks.quality_study` first.")
+    settings = json.loads(files[-1].read_text())
+    settings.update({k: PROFILES[settings_profile(settings)][k] for k in ("extra", "curve")})
+    return load_rows(folder / "runs.jsonl", settings["settings_id"]), settings
+
+
+def settings_profile(settings: dict) -> str:
+    return settings.get("profile") or next(
+        p for p, v in PROFILES.items() if v["base"] == settings["base"] and v["steps"] == settings["steps"]
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input", type=Path, default=DEFAULT_OUTPUT / "study-cpu", help="the study folder")
+    args = parser.parse_args(argv)
+    rows, settings = load_study(args.input)
+    settings["profile"] = settings_profile(settings)
+    summary = summarize(rows, settings)
+    (args.input / "summary.json").write_text(json.dumps(summary, indent=1))
+    text = markdown(summary, settings)
+    (args.input / "summary.md").write_text(text)
+    plots(summary, args.input)
+    print(text)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
