@@ -47,6 +47,8 @@ class AdaptIRLayer(BaseTunerLayer):
         self.span_end_name: str | None = None
         self.hook_handles: list[torch.utils.hooks.RemovableHandle] = []
         self._pending_delta: torch.Tensor | None = None
+        # {adapter name: weight} set by AdaptIRModel.set_adapter_weights; None: the active adapters count once each
+        self.blend_weights: dict[str, float] | None = None
         self._disable_adapters = False
         self.merged_adapters = []
 
@@ -67,7 +69,22 @@ class AdaptIRLayer(BaseTunerLayer):
             branch.to(device=reference.device, dtype=reference.dtype if reference.is_floating_point() else None)
         self.adaptir_branch[adapter_name] = branch
         self.adaptir_scale[adapter_name] = config.scale
+        blend = self.blend_weights
         self.set_adapter(self.active_adapters)
+        self.blend_weights = blend  # adding an adapter leaves a running blend as it was
+
+    def set_adapter(self, adapter_names: str | list[str], inference_mode: bool = False) -> None:
+        """peft's ``set_adapter``; also ends a blend from ``set_adapter_weights`` (each active adapter counts once)."""
+        super().set_adapter(adapter_names, inference_mode=inference_mode)
+        self.blend_weights = None
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        """peft's ``delete_adapter``; the adapter also leaves a running blend."""
+        blend = self.blend_weights
+        super().delete_adapter(adapter_name)
+        if blend is not None:
+            blend.pop(adapter_name, None)
+            self.blend_weights = blend or None
 
     def remove_hooks(self) -> None:
         """Detach the hooks this layer placed on other modules (span end, enclosing block)."""
@@ -86,28 +103,47 @@ class AdaptIRLayer(BaseTunerLayer):
     def unmerge(self) -> None:
         """Nothing is ever merged (see ``merge``)."""
 
-    def adapter_delta(self, x: torch.Tensor, adapter_names: list[str] | None) -> torch.Tensor | None:
-        """The summed contribution of the active adapters (or per-sample ``adapter_names``), in ``x``'s layout."""
+    def adapter_delta(
+        self,
+        x: torch.Tensor,
+        adapter_names: list[str] | None,
+        adapter_weights: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor | None:
+        """The contribution of the adapters to this span, in ``x``'s layout.
+
+        Without routing: the active adapters, each times its blend weight (1 unless ``set_adapter_weights`` set one).
+        ``adapter_names``: one adapter per sample. ``adapter_weights``: {name: (B,) weights}, per sample the weighted
+        sum of the adapters' contributions (every named adapter runs on the whole batch).
+        """
         if self.disable_adapters:
             return None
         active = [name for name in self.active_adapters if name in self.adaptir_branch]
-        if adapter_names is None and not active:
+        if adapter_names is None and adapter_weights is None and not active:
             return None
         layout = resolve_layout(self.layout, x, self.in_channels, self.where)
-        if adapter_names is not None and len(adapter_names) != batch_size_of(x, layout):
+        routing = adapter_names
+        if routing is None and adapter_weights is not None:
+            routing = next(iter(adapter_weights.values()))
+        if routing is not None and len(routing) != batch_size_of(x, layout):
+            what = "adapter_names" if adapter_names is not None else "adapter_weights"
             raise ValueError(
-                f"adapter_names has {len(adapter_names)} entries but the batch holds {batch_size_of(x, layout)} "
-                "samples; give exactly one adapter name per sample."
+                f"{what} has {len(routing)} entries but the batch holds {batch_size_of(x, layout)} samples; give "
+                "exactly one per sample."
             )
         grid = None
         if layout in TOKEN_LAYOUTS:
             num_tokens = x.shape[0] if layout == "NBC" else x.shape[1]
             grid = resolve_grid(num_tokens, self.where, self.grid_size, self.grid_capture, self.input_recorder)
         features = to_feature_map(x, layout, grid)  # (B, C, H, W)
-        if adapter_names is None:
+        if adapter_weights is not None:
+            delta = self._per_sample_blend(features, adapter_weights)
+        elif adapter_names is None:
             delta = None
+            blend = self.blend_weights
             for name in active:
                 out = self._run_branch(name, features)
+                if blend is not None:
+                    out = out * blend.get(name, 1.0)
                 delta = out if delta is None else delta + out
         else:
             delta = torch.zeros_like(features)
@@ -116,7 +152,20 @@ class AdaptIRLayer(BaseTunerLayer):
                     continue  # the base path, or an adapter that does not cover this layer
                 rows = [i for i, n in enumerate(adapter_names) if n == name]
                 delta[rows] = self._run_branch(name, features[rows]).to(delta.dtype)
-        return from_feature_map(delta, layout).to(x.dtype)
+        return None if delta is None else from_feature_map(delta, layout).to(x.dtype)
+
+    def _per_sample_blend(self, features: torch.Tensor, adapter_weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, C, H, W) -> sum over adapters of weight[b] * scale * branch(features)[b], (B, C, H, W)."""
+        delta = None
+        for name, column in adapter_weights.items():
+            if name not in self.adaptir_branch:
+                continue  # an adapter that does not cover this layer adds nothing here
+            if not column.requires_grad and not bool(column.any()):
+                continue  # weight 0 for every sample
+            out = self._run_branch(name, features)
+            out = out * column.to(device=out.device, dtype=out.dtype).view(-1, 1, 1, 1)
+            delta = out if delta is None else delta + out
+        return torch.zeros_like(features) if delta is None else delta
 
     def _run_branch(self, adapter_name: str, features: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> scale * branch(features), computed in the branch's dtype."""
@@ -141,8 +190,9 @@ class AdaptIRModule(nn.Module, AdaptIRLayer):
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         adapter_names = kwargs.pop("adapter_names", None)
+        adapter_weights = kwargs.pop("adapter_weights", None)
         result = self.base_layer(x, *args, **kwargs)
-        delta = self.adapter_delta(x, adapter_names)
+        delta = self.adapter_delta(x, adapter_names, adapter_weights)
         if self.span_end_name is not None:
             self._pending_delta = delta  # added by the hook on the span's last module
             return result

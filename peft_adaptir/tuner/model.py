@@ -9,6 +9,7 @@ from peft.tuners.tuners_utils import BaseTuner
 from peft.utils import ModulesToSaveWrapper
 from torch import nn
 
+from .blend import check_blend_weights, per_sample_weights
 from .branch import FUSIONS, AdaptIRBranch
 from .config import AdaptIRConfig
 from .constants import BASE_ADAPTER_NAME, BRANCH_CONTAINER, PREFIX
@@ -36,6 +37,11 @@ _BRANCH_KEY_SEGMENTS = _branch_key_segments()
 
 def _inject_adapter_names(module: nn.Module, args: tuple, kwargs: dict, adapter_names: list[str]) -> tuple:
     kwargs["adapter_names"] = adapter_names
+    return args, kwargs
+
+
+def _inject_adapter_weights(module: nn.Module, args: tuple, kwargs: dict, adapter_weights: dict) -> tuple:
+    kwargs["adapter_weights"] = adapter_weights
     return args, kwargs
 
 
@@ -153,10 +159,58 @@ class AdaptIRModel(BaseTuner):
         # peft's own pass handles the rest (modules_to_save wrappers, the model's peft_config)
         return super()._unload_and_optionally_merge(merge=False, **kwargs)
 
+    def set_adapter_weights(self, weights: dict[str, float], inference_mode: bool = True) -> None:
+        """Blend adapters exactly: every span adds ``sum_i weights[i] * adapter_i``'s contribution there.
+
+        ``model.set_adapter_weights({"derain": 0.7, "denoise": 0.3})`` makes the named adapters active with these
+        weights, until the next ``set_adapter``. Exact, not an average of parameters (the branch is nonlinear). The
+        base path always counts once; weights need not sum to 1 (0.5 alone: half the adapter's effect; 1 and 1: both
+        stacked, like peft's several active adapters) and may be negative. ``inference_mode`` (default True) keeps the
+        blended adapters frozen; False makes them trainable, as ``set_adapter`` does. Per sample, pass
+        ``adapter_weights=`` to the forward instead (see ``peft_adaptir.tuner.blend.per_sample_weights``).
+        """
+        checked = check_blend_weights(weights, set(self.peft_config))
+        self._check_no_modules_to_save(checked, "set_adapter_weights")
+        self.set_adapter(list(checked), inference_mode=inference_mode)
+        for module in self.model.modules():
+            if isinstance(module, AdaptIRLayer):
+                module.blend_weights = dict(checked)
+
+    def _check_no_modules_to_save(self, names, what: str) -> None:
+        owners = sorted(name for name in names if self.peft_config[name].modules_to_save)
+        if owners:
+            raise ValueError(
+                f"{what} cannot blend adapter(s) {owners}: they carry modules_to_save, whole copies of modules that "
+                "have no weighted sum. Blend adapters without modules_to_save, or route by adapter_names."
+            )
+
     @contextmanager
     def _enable_peft_forward_hooks(self, *args, **kwargs):
+        """Route ``adapter_names=[...]`` (one per sample) or ``adapter_weights=`` (blend per sample) to every layer."""
+        adapter_weights = kwargs.pop("adapter_weights", None)
+        if adapter_weights is not None:
+            if kwargs.get("adapter_names") is not None:
+                raise ValueError("Pass adapter_names (one adapter per sample) or adapter_weights (a blend), not both.")
+            weights = per_sample_weights(adapter_weights, set(self.peft_config))
+            self._check_no_modules_to_save(weights, "adapter_weights")
+            hook = partial(_inject_adapter_weights, adapter_weights=weights)
+            handles = [
+                module.register_forward_pre_hook(hook, with_kwargs=True)
+                for module in self.model.modules()
+                if isinstance(module, AdaptIRLayer)
+            ]
+            try:
+                yield
+            finally:
+                for handle in handles:
+                    handle.remove()
+            return
+        with self._route_adapter_names(kwargs.pop("adapter_names", None)):
+            yield
+
+    @contextmanager
+    def _route_adapter_names(self, adapter_names: list[str] | None):
         """Route ``adapter_names=[...]`` (one per sample, "__base__" for none) to every AdaptIR layer."""
-        adapter_names = kwargs.pop("adapter_names", None)
         if adapter_names is None:
             yield
             return
