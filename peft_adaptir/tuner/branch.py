@@ -88,12 +88,16 @@ class FrequencyAffine(nn.Module):
 
 
 class ChannelShift(nn.Module):
-    """CSM: softmax-weighted spatial pooling then a small MLP: (B, h, H, W) -> channel vector (B, h)."""
+    """CSM: softmax-weighted spatial pooling then a small MLP: (B, h, H, W) -> channel vector (B, h).
+
+    The position scores have no bias (the released code has one): a softmax over positions is shift-invariant, so a
+    bias there changes nothing and its gradient is exactly zero. Adapters saved with it still load (it is dropped).
+    """
 
     def __init__(self, width: int) -> None:
         super().__init__()
         hidden = max(1, width // 2)
-        self.compress = nn.Conv2d(width, 1, 1)  # one score per position
+        self.compress = nn.Conv2d(width, 1, 1, bias=False)  # one score per position
         self.proj = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,8 +112,10 @@ def _pointwise_to_one(conv: nn.Conv2d, tokens: torch.Tensor) -> torch.Tensor:
     """A 1x1 conv h -> 1 applied to tokens (B, h, N) as a matmul: (B, 1, N). Avoids the slow CPU conv path."""
     weight, bias = conv.weight.view(1, 1, -1), conv.bias
     if torch.is_autocast_enabled(tokens.device.type):
-        return torch.matmul(weight, tokens) + bias.to(torch.get_autocast_dtype(tokens.device.type))
-    return torch.matmul(weight.to(tokens.dtype), tokens) + bias.to(tokens.dtype)
+        scores = torch.matmul(weight, tokens)
+        return scores if bias is None else scores + bias.to(torch.get_autocast_dtype(tokens.device.type))
+    scores = torch.matmul(weight.to(tokens.dtype), tokens)
+    return scores if bias is None else scores + bias.to(tokens.dtype)
 
 
 class CrossGates(nn.Module):
@@ -139,9 +145,10 @@ class CrossGates(nn.Module):
 
 
 class AdaptIRBranch(nn.Module):
-    """One AdaptIR adapter: (B, C, H, W) -> (B, C, H, W), exactly zero at initialisation.
+    """One AdaptIR adapter: (B, C, H, W) -> (B, C_out, H, W), exactly zero at initialisation.
 
-    down (1x1 conv C->h) -> BatchNorm -> {local, frequency, channel} -> fusion -> up (1x1 conv h->C, zero-init).
+    down (1x1 conv C->h) -> BatchNorm -> {local, frequency, channel} -> fusion -> up (1x1 conv h->C_out, zero-init).
+    C_out is ``out_channels`` (default C): a span that changes the channel count gets an adapter that does too.
     With ``fusion="sum"`` and no branches it is the plain parallel bottleneck adapter (AdaptFormer):
     down -> ReLU -> up.
     """
@@ -155,9 +162,10 @@ class AdaptIRBranch(nn.Module):
         fusion: str = "sum",
         branches: Iterable[str] = BRANCH_NAMES,
         init_weights: bool = True,
+        out_channels: int | None = None,
     ) -> None:
         super().__init__()
-        branches = tuple(branches)
+        branches = (branches,) if isinstance(branches, str) else tuple(branches)
         validate_branch_options(fusion, branches, width=width, rank=rank, kernel_size=kernel_size)
         self.fusion = fusion
         self.branches = branches
@@ -169,7 +177,7 @@ class AdaptIRBranch(nn.Module):
         self.frequency = FrequencyAffine(width) if "frequency" in branches else None
         self.channel = ChannelShift(width) if "channel" in branches else None
         self.gates = CrossGates(width) if fusion == "gated" else None
-        self.up = nn.Conv2d(width, in_channels, 1, bias=False)
+        self.up = nn.Conv2d(width, in_channels if out_channels is None else out_channels, 1, bias=False)
         if init_weights:
             nn.init.zeros_(self.up.weight)  # the adapted model starts as the base model, bit for bit
 
@@ -199,7 +207,7 @@ class AdaptIRBranch(nn.Module):
         return self._up(fused, channels_last)  # (B, C, H, W)
 
     def _up(self, fused: torch.Tensor, channels_last: bool) -> torch.Tensor:
-        """(B, h, H, W) -> (B, C, H, W); a channels-last view (from a Linear) when the input was one."""
+        """(B, h, H, W) -> (B, C_out, H, W); a channels-last view (from a Linear) when the input was one."""
         if channels_last:
             return F.linear(fused.permute(0, 2, 3, 1), self.up.weight.flatten(1)).permute(0, 3, 1, 2)
         return self.up(fused)

@@ -28,17 +28,31 @@ def infer_in_channels(module: nn.Module) -> int:
     )
 
 
+def infer_out_channels(module: nn.Module) -> int | None:
+    """Channels leaving a module: from the module itself or its last Linear/Conv sub-module; None if it holds none."""
+    out = None
+    for candidate in module.modules():
+        if isinstance(candidate, nn.Linear):
+            out = candidate.out_features
+        elif isinstance(candidate, nn.modules.conv._ConvNd):
+            out = candidate.out_channels
+    return out
+
+
 class AdaptIRLayer(BaseTunerLayer):
     """Mixin holding the AdaptIR branches of one FFN span, one per adapter name."""
 
     adapter_layer_names: tuple[str, ...] = (BRANCH_CONTAINER,)
     other_param_names: tuple[str, ...] = (SCALE_CONTAINER,)
 
-    def __init__(self, base_layer: nn.Module, where: str, layout: str | None) -> None:
+    def __init__(self, base_layer: nn.Module, where: str, layout: str | None, out_channels: int | None = None) -> None:
         self.base_layer = base_layer
         self.adaptir_branch = nn.ModuleDict()
         self.adaptir_scale: dict[str, float] = {}
-        self.in_channels = infer_in_channels(base_layer)
+        self.in_channels = infer_in_channels(base_layer)  # C_in: what the branch reads
+        self.out_channels = self.in_channels if out_channels is None else out_channels  # C_out: what it writes
+        # peft's names for the same counts
+        self.in_features, self.out_features = self.in_channels, self.out_channels
         self.where = where  # the target's module path, for error messages
         self.layout = layout
         self.grid_size: tuple[int, int] | None = None
@@ -54,6 +68,12 @@ class AdaptIRLayer(BaseTunerLayer):
 
     def update_layer(self, adapter_name: str, config: AdaptIRConfig) -> None:
         """Add a freshly initialised branch for ``adapter_name`` (on the base layer's device and dtype)."""
+        if config.width is not None and config.width > self.in_channels:
+            raise ValueError(
+                f"width={config.width} is above the {self.in_channels} channels the adapter reads at {self.where}: "
+                "a bottleneck adapter narrows the features. Choose width <= "
+                f"{self.in_channels} (None: {self.in_channels} // reduction)."
+            )
         width = resolve_width(self.in_channels, config.width, config.reduction, config.min_width)
         branch = AdaptIRBranch(
             self.in_channels,
@@ -63,12 +83,12 @@ class AdaptIRLayer(BaseTunerLayer):
             fusion=config.fusion,
             branches=config.branches,
             init_weights=config.init_weights,
+            out_channels=self.out_channels,
         )
-        reference = next(self.get_base_layer().parameters(), None)
-        if reference is not None:
-            branch.to(device=reference.device, dtype=reference.dtype if reference.is_floating_point() else None)
         self.adaptir_branch[adapter_name] = branch
         self.adaptir_scale[adapter_name] = config.scale
+        # peft's helper: the base layer's device and float dtype; skipped for weights still on the meta device
+        self._move_adapter_to_device_of_base_layer(adapter_name)
         blend = self.blend_weights
         self.set_adapter(self.active_adapters)
         self.blend_weights = blend  # adding an adapter leaves a running blend as it was
@@ -85,6 +105,15 @@ class AdaptIRLayer(BaseTunerLayer):
         if blend is not None:
             blend.pop(adapter_name, None)
             self.blend_weights = blend or None
+
+    def _get_base_layer_device_and_dtype(self, base_layer: nn.Module) -> tuple:
+        """peft's helper reads ``base_layer.weight``; a composite target (an FFN module) has none: its first tensor."""
+        device, dtype = super()._get_base_layer_device_and_dtype(base_layer)
+        if device is None:
+            reference = next(base_layer.parameters(), None)
+            if reference is not None:
+                device, dtype = reference.device, reference.dtype
+        return device, dtype
 
     def remove_hooks(self) -> None:
         """Detach the hooks this layer placed on other modules (span end, enclosing block)."""
@@ -176,15 +205,28 @@ class AdaptIRLayer(BaseTunerLayer):
     def add_pending_delta(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         """Forward hook on the span's last module: add the delta computed from the span's input."""
         delta, self._pending_delta = self._pending_delta, None
+        if delta is not None and delta.shape != output.shape:
+            raise ValueError(
+                f"The span from {self.where} to its sibling {self.span_end_name!r} ends in {tuple(output.shape)}, but "
+                f"the adapter's output is {tuple(delta.shape)} ({self.in_channels} -> {self.out_channels} channels). "
+                "Fix span_end so the span keeps the positions."
+            )
         return output if delta is None else output + delta
 
 
 class AdaptIRModule(nn.Module, AdaptIRLayer):
     """A module wrapped by AdaptIR; ``forward`` and ``__repr__`` live here so ``nn.Module`` does not shadow them."""
 
-    def __init__(self, base_layer: nn.Module, adapter_name: str, config: AdaptIRConfig, where: str) -> None:
+    def __init__(
+        self,
+        base_layer: nn.Module,
+        adapter_name: str,
+        config: AdaptIRConfig,
+        where: str,
+        out_channels: int | None = None,
+    ) -> None:
         super().__init__()
-        AdaptIRLayer.__init__(self, base_layer, where=where, layout=config.layout)
+        AdaptIRLayer.__init__(self, base_layer, where=where, layout=config.layout, out_channels=out_channels)
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, config)
 
@@ -193,6 +235,13 @@ class AdaptIRModule(nn.Module, AdaptIRLayer):
         adapter_weights = kwargs.pop("adapter_weights", None)
         result = self.base_layer(x, *args, **kwargs)
         delta = self.adapter_delta(x, adapter_names, adapter_weights)
+        if delta is not None and self.span_end_name is None and delta.shape != result.shape:
+            raise ValueError(
+                f"{self.where} maps {tuple(x.shape)} to {tuple(result.shape)}, but the adapter's output is "
+                f"{tuple(delta.shape)}: this target changes more than the channel count ({self.in_channels} -> "
+                f"{self.out_channels}). Target a module that keeps the positions (a Linear, or a 1x1 / padded "
+                "stride-1 Conv2d), or set span_end."
+            )
         if self.span_end_name is not None:
             self._pending_delta = delta  # added by the hook on the span's last module
             return result

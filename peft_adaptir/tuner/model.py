@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from functools import partial
 
 from peft.tuners.tuners_utils import BaseTuner
+import torch
 from peft.utils import ModulesToSaveWrapper
 from torch import nn
 
@@ -15,8 +16,9 @@ from .config import AdaptIRConfig
 from .constants import BASE_ADAPTER_NAME, BRANCH_CONTAINER, PREFIX
 from .grid import BlockGridCapture, InputSizeRecorder, find_enclosing_block
 from .layer import AdaptIRLayer, AdaptIRModule
-from .load_check import check_adapter_fits
+from .load_check import check_adapter_fits, drop_legacy_keys
 from .presets import PRESETS, find_preset
+from .targets import span_channels
 
 
 def _branch_key_segments() -> frozenset[str]:
@@ -85,16 +87,20 @@ class AdaptIRModel(BaseTuner):
         if isinstance(target, AdaptIRLayer):
             target.update_layer(adapter_name, config)
             return
-        new_module = AdaptIRModule(target, adapter_name, config, where=current_key)
-        self._wire_span_end(new_module, config, parent, current_key)
+        span_end = self._find_span_end(config, parent, current_key)
+        _, out_channels = span_channels(target, span_end, current_key)
+        new_module = AdaptIRModule(target, adapter_name, config, where=current_key, out_channels=out_channels)
+        if span_end is not None:
+            new_module.span_end_name = config.span_end
+            new_module.hook_handles.append(span_end.register_forward_hook(new_module.add_pending_delta))
         self._wire_grid_source(new_module, config, current_key)
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)  # an added adapter is not trainable until set_adapter
         self._replace_module(parent, target_name, new_module, target)
 
-    def _wire_span_end(self, layer: AdaptIRModule, config: AdaptIRConfig, parent: nn.Module, key: str) -> None:
+    def _find_span_end(self, config: AdaptIRConfig, parent: nn.Module, key: str) -> nn.Module | None:
         if config.span_end is None:
-            return
+            return None
         span_end = getattr(parent, config.span_end, None)
         if not isinstance(span_end, nn.Module):
             siblings = [name for name, _ in parent.named_children()]
@@ -102,8 +108,7 @@ class AdaptIRModel(BaseTuner):
                 f"The FFN span starting at {key!r} should end at its sibling {config.span_end!r}, which does not "
                 f"exist; siblings are {siblings}. Fix span_end in AdaptIRConfig."
             )
-        layer.span_end_name = config.span_end
-        layer.hook_handles.append(span_end.register_forward_hook(layer.add_pending_delta))
+        return span_end
 
     def _wire_grid_source(self, layer: AdaptIRModule, config: AdaptIRConfig, key: str) -> None:
         if config.grid_size is not None:
@@ -137,9 +142,26 @@ class AdaptIRModel(BaseTuner):
     @classmethod
     def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
         """peft's key mapping, then a check that the file fits this model (see load_check)."""
-        remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
+        remapped = drop_legacy_keys(super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict))
         check_adapter_fits(model, adapter_name, remapped, config.base_model_name_or_path)
         return remapped
+
+    def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
+        """peft's cast (half-precision adapter parameters -> float32), plus the BatchNorm statistics (buffers).
+
+        peft leaves buffers alone; a float32 BatchNorm with bfloat16 running statistics fails, so with
+        ``autocast_adapter_dtype=True`` (peft's default) the whole branch runs in float32 on a half-precision base.
+        """
+        super()._cast_adapter_dtype(adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
+        if not autocast_adapter_dtype:
+            return
+        for module in self.model.modules():
+            if not isinstance(module, AdaptIRLayer) or adapter_name not in module.adaptir_branch:
+                continue
+            for owner in module.adaptir_branch[adapter_name].modules():
+                for name, buffer in owner.named_buffers(recurse=False):
+                    if buffer.dtype in (torch.float16, torch.bfloat16):
+                        owner._buffers[name] = buffer.float()
 
     def _check_merge_allowed(self) -> None:
         raise ValueError(
