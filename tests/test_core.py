@@ -88,6 +88,8 @@ def test_save_load_round_trip_in_fresh_process(tmp_path):
         model, x, _ = adapted(kind, fusion)
         train_steps(model, x)  # also moves the BatchNorm running statistics
         perturb(model)
+        # frozen, as from_pretrained loads it: CPU kernels can differ in the last bit when weights require grad
+        model.requires_grad_(False)
         expected[kind, fusion] = output_of(model, x)
         adapter_dir = tmp_path / f"{kind}-{fusion}"
         model.save_pretrained(adapter_dir)

@@ -115,12 +115,16 @@ def convert_release_checkpoint(
 ) -> Path:
     """Write ``output_dir/adapter_config.json`` and ``adapter_model.safetensors`` from a release checkpoint.
 
-    ``checkpoint``: a state dict or a ``.pth``/``.safetensors`` file (read with restricted unpickling only); keys
+    ``checkpoint``: a state dict or a ``.pth``/``.ckpt``/``.safetensors`` file (read with restricted unpickling only,
+    which here also admits the ``argparse.Namespace`` of a Lightning ``last.ckpt``); keys
     other than the adapters' (the frozen IPT weights) are ignored. ``ipt_model``: the spandrel-loaded IPT (module or
     descriptor) the adapters will be loaded onto; nothing in it is changed. Every shape is checked against the
     modules this IPT needs; the first mismatch raises a ValueError naming the key, its shape and the expected one.
     """
-    state = load_checkpoint(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
+    if isinstance(checkpoint, (str, os.PathLike)):  # a Lightning last.ckpt keeps its argparse options: harmless
+        state = load_checkpoint(checkpoint, allow_argparse_namespace=True)
+    else:
+        state = checkpoint
     layers = _unwrap(state)
     width, rank, kernel_size = _dimensions(layers)
     ipt = _module_of(ipt_model)

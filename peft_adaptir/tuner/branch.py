@@ -80,11 +80,29 @@ class FrequencyAffine(nn.Module):
             amp_w, amp_b = self.amp_fuse.weight.float().view(shape), self.amp_fuse.bias.float().view(shape)
             pha_w, pha_b = self.pha_fuse.weight.float().view(shape), self.pha_fuse.bias.float().view(shape)
             amplitude = torch.addcmul(amp_b, spectrum.abs(), amp_w)  # a |F| + c, one kernel
-            phase = torch.addcmul(pha_b, spectrum.angle(), pha_w)  # s angle(F) + b
+            phase = torch.addcmul(pha_b, _real_bin_angle(spectrum, height, width), pha_w)  # s angle(F) + b
             # not torch.polar: its backward assumes a non-negative amplitude, and a + c|F| can go negative
             spectrum = torch.complex(amplitude * torch.cos(phase), amplitude * torch.sin(phase))
             out = torch.fft.irfft2(spectrum, s=(height, width), norm="ortho").abs()  # (B, h, H, W)
         return out.to(x.dtype)
+
+
+def _real_bin_angle(spectrum: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """angle(F) of rfft2 output (B, h, H, W//2+1), with the phase of the real bins fixed to 0 or pi.
+
+    The bins at rows {0, H/2} x columns {0, W/2} (halves only for even sizes) are real for a real input: their angle
+    is 0 or +-pi, and which of +pi and -pi depends on the sign of a rounding-level (or signed zero) imaginary part,
+    so the same input batched differently could get s * pi or -s * pi. Here a negative real bin always gets +pi
+    (what an exactly zero imaginary part gives), so equal inputs give equal outputs. Those imaginary parts are zero
+    for every real input, so the gradient is unchanged.
+    """
+    angle = spectrum.angle()
+    rows = [0] + ([height // 2] if height % 2 == 0 and height > 1 else [])
+    cols = [0] + ([width // 2] if width % 2 == 0 and width > 1 else [])
+    mask = torch.zeros(angle.shape[-2:], dtype=torch.bool, device=angle.device)
+    mask[torch.tensor(rows, device=angle.device)[:, None], torch.tensor(cols, device=angle.device)] = True
+    fixed = torch.where(spectrum.real < 0, torch.pi, 0.0).to(angle.dtype)
+    return torch.where(mask, fixed, angle)
 
 
 class ChannelShift(nn.Module):

@@ -175,7 +175,8 @@ class AdaptIRLayer(BaseTunerLayer):
                     out = out * blend.get(name, 1.0)
                 delta = out if delta is None else delta + out
         else:
-            delta = torch.zeros_like(features)
+            batch, _, height, width = features.shape
+            delta = features.new_zeros(batch, self.out_channels, height, width)
             for name in dict.fromkeys(adapter_names):
                 if name == BASE_ADAPTER_NAME or name not in self.adaptir_branch:
                     continue  # the base path, or an adapter that does not cover this layer
@@ -194,7 +195,10 @@ class AdaptIRLayer(BaseTunerLayer):
             out = self._run_branch(name, features)
             out = out * column.to(device=out.device, dtype=out.dtype).view(-1, 1, 1, 1)
             delta = out if delta is None else delta + out
-        return torch.zeros_like(features) if delta is None else delta
+        if delta is None:
+            batch, _, height, width = features.shape
+            return features.new_zeros(batch, self.out_channels, height, width)
+        return delta
 
     def _run_branch(self, adapter_name: str, features: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> scale * branch(features), computed in the branch's dtype."""
