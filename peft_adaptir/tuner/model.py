@@ -5,8 +5,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from functools import partial
 
-from peft.tuners.tuners_utils import BaseTuner
 import torch
+from peft.tuners.tuners_utils import BaseTuner
 from peft.utils import ModulesToSaveWrapper
 from torch import nn
 
@@ -142,7 +142,8 @@ class AdaptIRModel(BaseTuner):
     @classmethod
     def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
         """peft's key mapping, then a check that the file fits this model (see load_check)."""
-        remapped = drop_legacy_keys(super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict))
+        remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
+        remapped = drop_legacy_keys(remapped)  # e.g. the channel branch's old position-score bias
         check_adapter_fits(model, adapter_name, remapped, config.base_model_name_or_path)
         return remapped
 

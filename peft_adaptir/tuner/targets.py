@@ -38,7 +38,7 @@ def _check_position_preserving(module: nn.Module, key: str) -> None:
 
 
 def span_channels(target: nn.Module, span_end: nn.Module | None, key: str) -> tuple[int, int]:
-    """(C_in, C_out) of the span starting at ``target`` (module path ``key``) and ending at ``span_end`` (or itself)."""
+    """(C_in, C_out) of the span from ``target`` (module path ``key``) to ``span_end`` (or the target itself)."""
     base = target.get_base_layer() if hasattr(target, "get_base_layer") else target
     last = base if span_end is None else span_end
     for module in (base, last):
