@@ -9,6 +9,9 @@
 3. ``PeftModel.push_to_hub``: transformers 5 replaces peft's model card with a ``library_name: transformers`` one;
    AdaptIR models are uploaded with our card instead (``peft_adaptir.hub``). Other peft methods pass through all three
    wrappers unchanged.
+4. Blends: ``PeftModel.set_adapter_weights({"derain": 0.7, "denoise": 0.3})`` (exact weighted sum of the adapters'
+   contributions at every span, see ``AdaptIRModel.set_adapter_weights``), and ``adapter_weights=`` joins
+   ``adapter_names`` among the forward arguments peft takes out before calling the base model (a per-sample blend).
 """
 
 from __future__ import annotations
@@ -115,8 +118,32 @@ def _wrap_push_to_hub() -> None:
     PeftModel.push_to_hub = push_to_hub
 
 
+def _add_blends() -> None:
+    """``PeftModel.set_adapter_weights`` and the forward argument ``adapter_weights`` (AdaptIR models only)."""
+    if getattr(PeftModel, "_adaptir_blends", False):
+        return
+    original_init = PeftModel.__init__
+
+    @functools.wraps(original_init)
+    def __init__(self: PeftModel, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self.special_peft_forward_args = set(self.special_peft_forward_args) | {"adapter_weights"}
+
+    def set_adapter_weights(self: PeftModel, weights: dict[str, float], inference_mode: bool = True) -> None:
+        """Blend AdaptIR adapters exactly, e.g. ``{"derain": 0.7, "denoise": 0.3}``; see AdaptIRModel."""
+        if not hasattr(self.base_model, "set_adapter_weights"):
+            raise ValueError(f"set_adapter_weights blends AdaptIR adapters; this model holds {self.peft_type} ones.")
+        self.base_model.set_adapter_weights(weights, inference_mode=inference_mode)
+        self.active_adapter = next(iter(weights))  # peft's own attribute names one adapter; the layers hold all
+
+    PeftModel.__init__ = __init__
+    PeftModel.set_adapter_weights = set_adapter_weights
+    PeftModel._adaptir_blends = True
+
+
 def apply() -> None:
-    """Apply all three patches; safe to call any number of times."""
+    """Apply all four patches; safe to call any number of times."""
     _register_method()
     _wrap_load_adapter()
     _wrap_push_to_hub()
+    _add_blends()

@@ -61,3 +61,30 @@ def test_bad_files_get_clear_errors(tmp_path):
     torch.save([torch.ones(1)], tmp_path / "list.pth")
     with pytest.raises(ValueError, match="holds a list, not a state dict"):
         load_checkpoint(tmp_path / "list.pth")
+
+
+def _lightning_checkpoint(path, extra=None):
+    """What the AdaptIR authors' Lightning script saves: weights plus argparse options in hyper_parameters."""
+    import argparse
+
+    state = {"body.encoder.layers.0.adaptir.head.weight": torch.ones(2, 3, 1, 1)}
+    hyper = argparse.Namespace(lr=2e-4, batch_size=8, save_dir="runs/derain")
+    torch.save({"state_dict": state, "hyper_parameters": {"hparams": hyper}, "epoch": 3, **(extra or {})}, path)
+
+
+def test_lightning_checkpoint_with_argparse_options_loads_only_for_the_converter(tmp_path):
+    path = tmp_path / "last.ckpt"
+    _lightning_checkpoint(path)
+    with pytest.raises(UnsafeCheckpointError, match=r"argparse\.Namespace.*convert_release_checkpoint"):
+        load_checkpoint(path)
+    loaded = load_checkpoint(path, allow_argparse_namespace=True)
+    assert loaded["hyper_parameters"]["hparams"].batch_size == 8
+    assert torch.equal(loaded["state_dict"]["body.encoder.layers.0.adaptir.head.weight"], torch.ones(2, 3, 1, 1))
+
+
+def test_allowing_argparse_namespace_still_refuses_code(tmp_path):
+    marker, path = tmp_path / "pwned", tmp_path / "last.ckpt"
+    _lightning_checkpoint(path, extra={"payload": _RunsCode(str(marker))})
+    with pytest.raises(UnsafeCheckpointError, match="exec"):
+        load_checkpoint(path, allow_argparse_namespace=True)
+    assert not marker.exists()

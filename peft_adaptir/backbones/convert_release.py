@@ -44,7 +44,6 @@ RELEASE_TO_BRANCH: dict[str, str] = {
     "pha_fuse.weight": "frequency.pha_fuse.weight",
     "pha_fuse.bias": "frequency.pha_fuse.bias",
     "compress.weight": "channel.compress.weight",
-    "compress.bias": "channel.compress.bias",
     "proj.0.weight": "channel.proj.0.weight",
     "proj.0.bias": "channel.proj.0.bias",
     "proj.2.weight": "channel.proj.2.weight",
@@ -57,6 +56,8 @@ RELEASE_TO_BRANCH: dict[str, str] = {
     "spatial_interaction.bias": "gates.spatial_interaction.bias",
     "tail.weight": "up.weight",
 }
+# release weights read and dropped: the position-score bias feeds a softmax over positions, which ignores a shift
+RELEASE_DROPPED: frozenset[str] = frozenset({"compress.bias"})
 _RELEASE_KEY = re.compile(r"^(?:.*\.)?(body\.(?:encoder|decoder)\.layers\.\d+)\.adaptir\.(.+)$")
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "params_ema", "params", "model", "net")
 
@@ -114,12 +115,16 @@ def convert_release_checkpoint(
 ) -> Path:
     """Write ``output_dir/adapter_config.json`` and ``adapter_model.safetensors`` from a release checkpoint.
 
-    ``checkpoint``: a state dict or a ``.pth``/``.safetensors`` file (read with restricted unpickling only); keys
+    ``checkpoint``: a state dict or a ``.pth``/``.ckpt``/``.safetensors`` file (read with restricted unpickling only,
+    which here also admits the ``argparse.Namespace`` of a Lightning ``last.ckpt``); keys
     other than the adapters' (the frozen IPT weights) are ignored. ``ipt_model``: the spandrel-loaded IPT (module or
     descriptor) the adapters will be loaded onto; nothing in it is changed. Every shape is checked against the
     modules this IPT needs; the first mismatch raises a ValueError naming the key, its shape and the expected one.
     """
-    state = load_checkpoint(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
+    if isinstance(checkpoint, (str, os.PathLike)):  # a Lightning last.ckpt keeps its argparse options: harmless
+        state = load_checkpoint(checkpoint, allow_argparse_namespace=True)
+    else:
+        state = checkpoint
     layers = _unwrap(state)
     width, rank, kernel_size = _dimensions(layers)
     ipt = _module_of(ipt_model)
@@ -174,7 +179,7 @@ def _convert_layer(
     rank: int,
 ) -> dict[str, torch.Tensor]:
     """One layer's tensors under their saved peft-adaptir keys, every shape checked against ``expected``."""
-    unknown = sorted(set(release) - set(RELEASE_TO_BRANCH))
+    unknown = sorted(set(release) - set(RELEASE_TO_BRANCH) - RELEASE_DROPPED)
     if unknown:
         raise ValueError(
             f"{path}.adaptir.{unknown[0]} is not a parameter of the released AdaptIR module (known: "

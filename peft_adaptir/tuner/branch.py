@@ -80,20 +80,42 @@ class FrequencyAffine(nn.Module):
             amp_w, amp_b = self.amp_fuse.weight.float().view(shape), self.amp_fuse.bias.float().view(shape)
             pha_w, pha_b = self.pha_fuse.weight.float().view(shape), self.pha_fuse.bias.float().view(shape)
             amplitude = torch.addcmul(amp_b, spectrum.abs(), amp_w)  # a |F| + c, one kernel
-            phase = torch.addcmul(pha_b, spectrum.angle(), pha_w)  # s angle(F) + b
+            phase = torch.addcmul(pha_b, _real_bin_angle(spectrum, height, width), pha_w)  # s angle(F) + b
             # not torch.polar: its backward assumes a non-negative amplitude, and a + c|F| can go negative
             spectrum = torch.complex(amplitude * torch.cos(phase), amplitude * torch.sin(phase))
             out = torch.fft.irfft2(spectrum, s=(height, width), norm="ortho").abs()  # (B, h, H, W)
         return out.to(x.dtype)
 
 
+def _real_bin_angle(spectrum: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """angle(F) of rfft2 output (B, h, H, W//2+1), with the phase of the real bins fixed to 0 or pi.
+
+    The bins at rows {0, H/2} x columns {0, W/2} (halves only for even sizes) are real for a real input: their angle
+    is 0 or +-pi, and which of +pi and -pi depends on the sign of a rounding-level (or signed zero) imaginary part,
+    so the same input batched differently could get s * pi or -s * pi. Here a negative real bin always gets +pi
+    (what an exactly zero imaginary part gives), so equal inputs give equal outputs. Those imaginary parts are zero
+    for every real input, so the gradient is unchanged.
+    """
+    angle = spectrum.angle()
+    rows = [0] + ([height // 2] if height % 2 == 0 and height > 1 else [])
+    cols = [0] + ([width // 2] if width % 2 == 0 and width > 1 else [])
+    mask = torch.zeros(angle.shape[-2:], dtype=torch.bool, device=angle.device)
+    mask[torch.tensor(rows, device=angle.device)[:, None], torch.tensor(cols, device=angle.device)] = True
+    fixed = torch.where(spectrum.real < 0, torch.pi, 0.0).to(angle.dtype)
+    return torch.where(mask, fixed, angle)
+
+
 class ChannelShift(nn.Module):
-    """CSM: softmax-weighted spatial pooling then a small MLP: (B, h, H, W) -> channel vector (B, h)."""
+    """CSM: softmax-weighted spatial pooling then a small MLP: (B, h, H, W) -> channel vector (B, h).
+
+    The position scores have no bias (the released code has one): a softmax over positions is shift-invariant, so a
+    bias there changes nothing and its gradient is exactly zero. Adapters saved with it still load (it is dropped).
+    """
 
     def __init__(self, width: int) -> None:
         super().__init__()
         hidden = max(1, width // 2)
-        self.compress = nn.Conv2d(width, 1, 1)  # one score per position
+        self.compress = nn.Conv2d(width, 1, 1, bias=False)  # one score per position
         self.proj = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,8 +130,10 @@ def _pointwise_to_one(conv: nn.Conv2d, tokens: torch.Tensor) -> torch.Tensor:
     """A 1x1 conv h -> 1 applied to tokens (B, h, N) as a matmul: (B, 1, N). Avoids the slow CPU conv path."""
     weight, bias = conv.weight.view(1, 1, -1), conv.bias
     if torch.is_autocast_enabled(tokens.device.type):
-        return torch.matmul(weight, tokens) + bias.to(torch.get_autocast_dtype(tokens.device.type))
-    return torch.matmul(weight.to(tokens.dtype), tokens) + bias.to(tokens.dtype)
+        scores = torch.matmul(weight, tokens)
+        return scores if bias is None else scores + bias.to(torch.get_autocast_dtype(tokens.device.type))
+    scores = torch.matmul(weight.to(tokens.dtype), tokens)
+    return scores if bias is None else scores + bias.to(tokens.dtype)
 
 
 class CrossGates(nn.Module):
@@ -139,9 +163,10 @@ class CrossGates(nn.Module):
 
 
 class AdaptIRBranch(nn.Module):
-    """One AdaptIR adapter: (B, C, H, W) -> (B, C, H, W), exactly zero at initialisation.
+    """One AdaptIR adapter: (B, C, H, W) -> (B, C_out, H, W), exactly zero at initialisation.
 
-    down (1x1 conv C->h) -> BatchNorm -> {local, frequency, channel} -> fusion -> up (1x1 conv h->C, zero-init).
+    down (1x1 conv C->h) -> BatchNorm -> {local, frequency, channel} -> fusion -> up (1x1 conv h->C_out, zero-init).
+    C_out is ``out_channels`` (default C): a span that changes the channel count gets an adapter that does too.
     With ``fusion="sum"`` and no branches it is the plain parallel bottleneck adapter (AdaptFormer):
     down -> ReLU -> up.
     """
@@ -155,9 +180,10 @@ class AdaptIRBranch(nn.Module):
         fusion: str = "sum",
         branches: Iterable[str] = BRANCH_NAMES,
         init_weights: bool = True,
+        out_channels: int | None = None,
     ) -> None:
         super().__init__()
-        branches = tuple(branches)
+        branches = (branches,) if isinstance(branches, str) else tuple(branches)
         validate_branch_options(fusion, branches, width=width, rank=rank, kernel_size=kernel_size)
         self.fusion = fusion
         self.branches = branches
@@ -169,7 +195,7 @@ class AdaptIRBranch(nn.Module):
         self.frequency = FrequencyAffine(width) if "frequency" in branches else None
         self.channel = ChannelShift(width) if "channel" in branches else None
         self.gates = CrossGates(width) if fusion == "gated" else None
-        self.up = nn.Conv2d(width, in_channels, 1, bias=False)
+        self.up = nn.Conv2d(width, in_channels if out_channels is None else out_channels, 1, bias=False)
         if init_weights:
             nn.init.zeros_(self.up.weight)  # the adapted model starts as the base model, bit for bit
 
@@ -199,7 +225,7 @@ class AdaptIRBranch(nn.Module):
         return self._up(fused, channels_last)  # (B, C, H, W)
 
     def _up(self, fused: torch.Tensor, channels_last: bool) -> torch.Tensor:
-        """(B, h, H, W) -> (B, C, H, W); a channels-last view (from a Linear) when the input was one."""
+        """(B, h, H, W) -> (B, C_out, H, W); a channels-last view (from a Linear) when the input was one."""
         if channels_last:
             return F.linear(fused.permute(0, 2, 3, 1), self.up.weight.flatten(1)).permute(0, 3, 1, 2)
         return self.up(fused)

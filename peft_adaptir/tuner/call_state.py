@@ -13,7 +13,15 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-__all__ = ["adapter_routing", "routed_adapter_names", "slot_get", "slot_pop", "slot_set"]
+__all__ = [
+    "adapter_blending",
+    "adapter_routing",
+    "routed_adapter_names",
+    "routed_adapter_weights",
+    "slot_get",
+    "slot_pop",
+    "slot_set",
+]
 
 _LOCAL = threading.local()
 
@@ -54,3 +62,19 @@ def adapter_routing(adapter_names: Sequence[str]) -> Iterator[None]:
         yield
     finally:
         _LOCAL.adapter_names = previous
+
+
+def routed_adapter_weights() -> dict[str, Any] | None:
+    """The per-sample blend weights ``{adapter: (B,) tensor}`` of the forward pass running in this thread, if any."""
+    return getattr(_LOCAL, "adapter_weights", None)
+
+
+@contextlib.contextmanager
+def adapter_blending(adapter_weights: dict[str, Any]) -> Iterator[None]:
+    """Blend the samples of forward passes in this thread (and only this thread) with ``adapter_weights``."""
+    previous = routed_adapter_weights()
+    _LOCAL.adapter_weights = adapter_weights
+    try:
+        yield
+    finally:
+        _LOCAL.adapter_weights = previous

@@ -98,7 +98,7 @@ class AdaptIRConfig(PeftConfig):
             "authors' released code)."
         },
     )
-    branches: list[str] = field(
+    branches: list[str] | str = field(
         default_factory=lambda: list(BRANCH_NAMES),
         metadata={
             "help": "Branches used with fusion='sum' (any subset of local, frequency, channel; empty: plain "
@@ -120,7 +120,8 @@ class AdaptIRConfig(PeftConfig):
             self.exclude_modules = set(self.exclude_modules)
         if self.grid_size is not None:
             self.grid_size = [int(v) for v in self.grid_size]
-        self.branches = list(self.branches)
+        # one branch given as a plain string ("local") is that branch, not its letters
+        self.branches = [self.branches] if isinstance(self.branches, str) else list(self.branches)
         if self.preset is not None:
             self.apply_preset(get_preset(self.preset))
         self.validate()

@@ -11,7 +11,18 @@ from peft.tuners.tuners_utils import _filter_state_dict_by_key_prefixes, _get_tu
 
 from .constants import BRANCH_CONTAINER
 
-__all__ = ["AdapterMismatchError", "check_adapter_fits"]
+__all__ = ["AdapterMismatchError", "check_adapter_fits", "drop_legacy_keys"]
+
+# weights older adapters hold that this version does not: the position-score bias of the channel branch (peft-adaptir
+# 0.1.0 and the authors' release). A softmax over positions ignores a shift, so dropping it changes no output.
+LEGACY_SUFFIXES = (".channel.compress.bias",)
+
+
+def drop_legacy_keys(state_dict: dict) -> dict:
+    """``state_dict`` without the weights listed in ``LEGACY_SUFFIXES`` (a new dict when any were dropped)."""
+    if not any(key.endswith(LEGACY_SUFFIXES) for key in state_dict):
+        return state_dict
+    return {key: value for key, value in state_dict.items() if not key.endswith(LEGACY_SUFFIXES)}
 
 
 class AdapterMismatchError(ValueError):

@@ -5,18 +5,21 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 
+import torch
 from peft.tuners.tuners_utils import BaseTuner
 from peft.utils import ModulesToSaveWrapper
 from torch import nn
 
+from .blend import check_blend_weights, per_sample_weights
 from .branch import FUSIONS, AdaptIRBranch
-from .call_state import adapter_routing, routed_adapter_names
+from .call_state import adapter_blending, adapter_routing, routed_adapter_names
 from .config import AdaptIRConfig
 from .constants import BASE_ADAPTER_NAME, BRANCH_CONTAINER, PREFIX
 from .grid import BlockGridCapture, InputSizeRecorder, find_enclosing_block
 from .layer import AdaptIRLayer, AdaptIRModule
-from .load_check import check_adapter_fits
+from .load_check import check_adapter_fits, drop_legacy_keys
 from .presets import PRESETS, find_preset
+from .targets import span_channels
 
 
 def _branch_key_segments() -> frozenset[str]:
@@ -87,16 +90,20 @@ class AdaptIRModel(BaseTuner):
         if isinstance(target, AdaptIRLayer):
             target.update_layer(adapter_name, config)
             return
-        new_module = AdaptIRModule(target, adapter_name, config, where=current_key)
-        self._wire_span_end(new_module, config, parent, current_key)
+        span_end = self._find_span_end(config, parent, current_key)
+        _, out_channels = span_channels(target, span_end, current_key)
+        new_module = AdaptIRModule(target, adapter_name, config, where=current_key, out_channels=out_channels)
+        if span_end is not None:
+            new_module.span_end_name = config.span_end
+            new_module.hook_handles.append(span_end.register_forward_hook(new_module.add_pending_delta))
         self._wire_grid_source(new_module, config, current_key)
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)  # an added adapter is not trainable until set_adapter
         self._replace_module(parent, target_name, new_module, target)
 
-    def _wire_span_end(self, layer: AdaptIRModule, config: AdaptIRConfig, parent: nn.Module, key: str) -> None:
+    def _find_span_end(self, config: AdaptIRConfig, parent: nn.Module, key: str) -> nn.Module | None:
         if config.span_end is None:
-            return
+            return None
         span_end = getattr(parent, config.span_end, None)
         if not isinstance(span_end, nn.Module):
             siblings = [name for name, _ in parent.named_children()]
@@ -104,8 +111,7 @@ class AdaptIRModel(BaseTuner):
                 f"The FFN span starting at {key!r} should end at its sibling {config.span_end!r}, which does not "
                 f"exist; siblings are {siblings}. Fix span_end in AdaptIRConfig."
             )
-        layer.span_end_name = config.span_end
-        layer.hook_handles.append(span_end.register_forward_hook(layer.add_pending_delta))
+        return span_end
 
     def _wire_grid_source(self, layer: AdaptIRModule, config: AdaptIRConfig, key: str) -> None:
         if config.grid_size is not None:
@@ -140,8 +146,26 @@ class AdaptIRModel(BaseTuner):
     def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
         """peft's key mapping, then a check that the file fits this model (see load_check)."""
         remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
+        remapped = drop_legacy_keys(remapped)  # e.g. the channel branch's old position-score bias
         check_adapter_fits(model, adapter_name, remapped, config.base_model_name_or_path)
         return remapped
+
+    def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
+        """peft's cast (half-precision adapter parameters -> float32), plus the BatchNorm statistics (buffers).
+
+        peft leaves buffers alone; a float32 BatchNorm with bfloat16 running statistics fails, so with
+        ``autocast_adapter_dtype=True`` (peft's default) the whole branch runs in float32 on a half-precision base.
+        """
+        super()._cast_adapter_dtype(adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
+        if not autocast_adapter_dtype:
+            return
+        for module in self.model.modules():
+            if not isinstance(module, AdaptIRLayer) or adapter_name not in module.adaptir_branch:
+                continue
+            for owner in module.adaptir_branch[adapter_name].modules():
+                for name, buffer in owner.named_buffers(recurse=False):
+                    if buffer.dtype in (torch.float16, torch.bfloat16):
+                        owner._buffers[name] = buffer.float()
 
     def _check_merge_allowed(self) -> None:
         raise ValueError(
@@ -161,14 +185,53 @@ class AdaptIRModel(BaseTuner):
         # peft's own pass handles the rest (modules_to_save wrappers, the model's peft_config)
         return super()._unload_and_optionally_merge(merge=False, **kwargs)
 
+    def set_adapter_weights(self, weights: dict[str, float], inference_mode: bool = True) -> None:
+        """Blend adapters exactly: every span adds ``sum_i weights[i] * adapter_i``'s contribution there.
+
+        ``model.set_adapter_weights({"derain": 0.7, "denoise": 0.3})`` makes the named adapters active with these
+        weights, until the next ``set_adapter``. Exact, not an average of parameters (the branch is nonlinear). The
+        base path always counts once; weights need not sum to 1 (0.5 alone: half the adapter's effect; 1 and 1: both
+        stacked, like peft's several active adapters) and may be negative. ``inference_mode`` (default True) keeps the
+        blended adapters frozen; False makes them trainable, as ``set_adapter`` does. Per sample, pass
+        ``adapter_weights=`` to the forward instead (see ``peft_adaptir.tuner.blend.per_sample_weights``).
+        """
+        checked = check_blend_weights(weights, set(self.peft_config))
+        self._check_no_modules_to_save(checked, "set_adapter_weights")
+        self.set_adapter(list(checked), inference_mode=inference_mode)
+        for module in self.model.modules():
+            if isinstance(module, AdaptIRLayer):
+                module.blend_weights = dict(checked)
+
+    def _check_no_modules_to_save(self, names, what: str) -> None:
+        owners = sorted(name for name in names if self.peft_config[name].modules_to_save)
+        if owners:
+            raise ValueError(
+                f"{what} cannot blend adapter(s) {owners}: they carry modules_to_save, whole copies of modules that "
+                "have no weighted sum. Blend adapters without modules_to_save, or route by adapter_names."
+            )
+
     @contextmanager
     def _enable_peft_forward_hooks(self, *args, **kwargs):
-        """Route ``adapter_names=[...]`` (one per sample, "__base__" for none) to every AdaptIR layer.
+        """Route ``adapter_names=[...]`` (one per sample) or ``adapter_weights=`` (blend per sample) to every layer.
 
-        The names live in this thread's call state (``call_state``), not in hooks added to shared modules, so
-        threads running the same model with different names do not see each other's routing.
+        Both live in this thread's call state (``call_state``), not in hooks added to shared modules, so threads
+        running the same model with different routing do not see each other's.
         """
-        adapter_names = kwargs.pop("adapter_names", None)
+        adapter_weights = kwargs.pop("adapter_weights", None)
+        if adapter_weights is not None:
+            if kwargs.get("adapter_names") is not None:
+                raise ValueError("Pass adapter_names (one adapter per sample) or adapter_weights (a blend), not both.")
+            weights = per_sample_weights(adapter_weights, set(self.peft_config))
+            self._check_no_modules_to_save(weights, "adapter_weights")
+            with adapter_blending(weights):
+                yield
+            return
+        with self._route_adapter_names(kwargs.pop("adapter_names", None)):
+            yield
+
+    @contextmanager
+    def _route_adapter_names(self, adapter_names: list[str] | None):
+        """Route ``adapter_names=[...]`` (one per sample, "__base__" for none) to every AdaptIR layer."""
         if adapter_names is None:
             yield
             return

@@ -1,0 +1,136 @@
+"""Serving-side switching: exact weighted blends (model-wide and per sample)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import get_peft_model
+from tiny_models import PLACEMENT, build, output_of, perturb
+
+import peft_adaptir  # noqa: F401  (registers the method)
+from peft_adaptir import AdaptIRConfig, AdaptIRLayer
+
+# one adapted span, the last one: everything after it is affine, so the model's output moves by exactly the span's
+# contribution and a blend of outputs is the blend of the models' outputs
+NAMES = ("rain", "noise", "blur")
+LAST_SPAN = {
+    "token": dict(target_modules=r".*layers\.1\.mlp\.fc1", span_end="fc2", layout="BNC", grid_argument="x_size"),
+    "conv": dict(target_modules=r".*blocks\.1\.conv4", span_end="conv5", layout="BCHW"),
+}
+
+
+def three_adapters(kind: str, fusion: str = "sum", placement: dict | None = None, dtype=torch.float32):
+    """A tiny model with adapters rain, noise, blur (perturbed apart), in eval mode; its input; the base output."""
+    base, x = build(kind)
+    base, x = base.to(dtype), x.to(dtype)
+    reference = output_of(base, x).detach()
+    placement = PLACEMENT[kind] if placement is None else placement
+    model = get_peft_model(base, AdaptIRConfig(fusion=fusion, **placement), adapter_name="rain")
+    for seed, name in enumerate(NAMES, start=1):
+        if name != "rain":
+            model.add_adapter(name, AdaptIRConfig(fusion=fusion, **placement))
+        perturb(model, name, seed=seed, scale=0.3)
+    return model.eval(), x, reference
+
+
+def each_alone(model, x) -> dict[str, torch.Tensor]:
+    outputs = {}
+    for name in NAMES:
+        model.set_adapter(name)
+        outputs[name] = output_of(model, x).detach()
+    return outputs
+
+
+WEIGHTS = [{"rain": 0.7, "noise": 0.3}, {"rain": 0.5, "noise": 0.8, "blur": -0.25}, {"blur": 0.4}]
+
+
+@pytest.mark.parametrize("kind", sorted(LAST_SPAN))
+@pytest.mark.parametrize("fusion", ["sum", "gated"])
+@pytest.mark.parametrize("weights", WEIGHTS)
+def test_blend_equals_the_weighted_sum_of_each_adapter(kind, fusion, weights):
+    # float64 outside the branch: the comparison sees the blend, not float32 rounding in the layers after the span
+    model, x, reference = three_adapters(kind, fusion, LAST_SPAN[kind], dtype=torch.float64)
+    alone = each_alone(model, x)
+    model.set_adapter_weights(weights)
+    blended = output_of(model, x)
+    manual = reference + sum(w * (alone[name] - reference) for name, w in weights.items())
+    torch.testing.assert_close(blended, manual, rtol=0, atol=1e-6)
+    assert not torch.allclose(blended, alone["rain"], atol=1e-3)  # the blend really differs from one adapter
+    model.set_adapter("noise")  # set_adapter ends the blend
+    assert torch.equal(output_of(model, x), alone["noise"])
+
+
+@pytest.mark.parametrize("kind", ["token", "swin2sr"])
+def test_blend_at_every_span_is_the_weighted_sum_of_the_contributions(kind):
+    model, x, _ = three_adapters(kind)
+    layers = [m for m in model.modules() if isinstance(m, AdaptIRLayer)]
+    inputs = {}
+    hooks = [layer.register_forward_pre_hook(lambda m, a: inputs.__setitem__(m, a[0])) for layer in layers]
+    weights = {"rain": 0.6, "blur": 0.9}
+    model.set_adapter_weights(weights)
+    output_of(model, x)
+    for hook in hooks:
+        hook.remove()
+    for layer in layers:
+        blended = layer.adapter_delta(inputs[layer], None)
+        manual = 0
+        for name, weight in weights.items():
+            layer.set_adapter(name)
+            manual = manual + weight * layer.adapter_delta(inputs[layer], None)
+        # float32 contributions reach 10 here: 1e-6 relative is a unit or two in the last place
+        torch.testing.assert_close(blended, manual, rtol=1e-6, atol=1e-6)
+        layer.blend_weights = None
+
+
+@pytest.mark.parametrize("kind", ["token", "conv", "swin2sr"])
+def test_per_sample_weights_equal_a_blend_per_sample(kind):
+    model, x, reference = three_adapters(kind)
+    rows = [{"rain": 0.7, "noise": 0.3}, {"blur": 1.0}, {"rain": 0.2, "noise": 0.2, "blur": 0.2}]
+    mixed = output_of(model, x, adapter_weights=rows)
+    for i, weights in enumerate(rows):
+        model.set_adapter_weights(weights)
+        torch.testing.assert_close(mixed[i], output_of(model, x)[i], rtol=0, atol=1e-6)
+    # the same weights as columns of a (B, n) tensor
+    table = torch.tensor([[row.get(name, 0.0) for name in NAMES] for row in rows])
+    columns = output_of(model, x, adapter_weights=dict(zip(NAMES, table.T)))
+    torch.testing.assert_close(columns, mixed, rtol=0, atol=1e-6)
+    zero = output_of(model, x, adapter_weights=[{"rain": 0.0}] * 3)  # weight 0 everywhere: the base model
+    torch.testing.assert_close(zero, reference, rtol=0, atol=1e-6)
+
+
+def test_per_sample_weights_carry_gradients_to_a_router():
+    model, x, _ = three_adapters("conv", placement=LAST_SPAN["conv"])
+    logits = torch.zeros(3, 3, requires_grad=True)
+    weights = logits.softmax(dim=1)
+    output_of(model, x, adapter_weights=dict(zip(NAMES, weights.T))).square().mean().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_blend_errors_name_the_problem():
+    model, x, _ = three_adapters("conv")
+    with pytest.raises(ValueError, match=r"Unknown adapter name\(s\) \['nope'\]"):
+        model.set_adapter_weights({"rain": 0.5, "nope": 0.5})
+    with pytest.raises(ValueError, match="base path always counts once"):
+        model.set_adapter_weights({"__base__": 0.5, "rain": 0.5})
+    with pytest.raises(ValueError, match="finite"):
+        model.set_adapter_weights({"rain": float("nan")})
+    with pytest.raises(ValueError, match="at least one adapter"):
+        model.set_adapter_weights({})
+    with pytest.raises(ValueError, match="set_adapter\\(name\\)"):
+        model.set_adapter_weights("rain")
+    with pytest.raises(ValueError, match="not both"):
+        model(x, adapter_names=["rain"] * 3, adapter_weights=[{"rain": 1.0}] * 3)
+    with pytest.raises(ValueError, match="adapter_weights has 2 entries but the batch holds 3"):
+        model(x, adapter_weights=[{"rain": 1.0}] * 2)
+    with pytest.raises(ValueError, match="one 1-D column"):
+        model(x, adapter_weights={"rain": torch.ones(3), "noise": torch.ones(2)})
+    with pytest.raises(ValueError, match="one dict"):
+        model(x, adapter_weights=torch.ones(3, 3))
+
+
+def test_blends_refuse_modules_to_save():
+    base, x = build("conv")
+    model = get_peft_model(base, AdaptIRConfig(**PLACEMENT["conv"], modules_to_save=["ending"]), adapter_name="rain")
+    model.add_adapter("noise", AdaptIRConfig(**PLACEMENT["conv"]))
+    with pytest.raises(ValueError, match=r"adapter\(s\) \['rain'\]: they carry modules_to_save"):
+        model.set_adapter_weights({"rain": 0.5, "noise": 0.5})
