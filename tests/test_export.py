@@ -6,21 +6,20 @@ restoration through onnxruntime must match the PyTorch path; bad requests are re
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
-from peft import get_peft_model
 from skimage import data as skimage_data
-from tiny_models import save_base_and_adapters, tiny_swin2sr_config
-from transformers import Swin2SRForImageSuperResolution
+from tiny_models import save_base_and_adapters
 
 pytest.importorskip("onnxruntime", reason="pip install 'peft-adaptir[export]'")
 pytest.importorskip("onnxscript", reason="pip install 'peft-adaptir[export]'")
 
-from peft_adaptir import AdaptIRConfig, restore  # noqa: E402
+from peft_adaptir import load_adapters, load_base_model, restore  # noqa: E402
 from peft_adaptir.cli import main  # noqa: E402
 from peft_adaptir.export.check import run_onnxruntime  # noqa: E402
 from peft_adaptir.export.dependencies import require  # noqa: E402
@@ -39,17 +38,18 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.fixture(scope="module")
-def adapted():
-    """Tiny Swin2SR (window 4) with adapters "derain" (active) and "denoise", randomised, phase scales != 1."""
-    torch.manual_seed(0)
-    base = Swin2SRForImageSuperResolution(tiny_swin2sr_config(depths=[2], num_heads=[2])).eval()
-    model = get_peft_model(base, AdaptIRConfig(), adapter_name="derain")
-    model.add_adapter("denoise", AdaptIRConfig())
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "adaptir" in name:
-                param.add_(torch.randn_like(param) * 0.5)
+def saved(tmp_path_factory):
+    """A tiny Swin2SR (window 4) saved with two perturbed adapters, "derain" and "denoise"."""
+    root = tmp_path_factory.mktemp("export")
+    save_base_and_adapters(root, ("derain", "denoise"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def adapted(saved):
+    """The saved model loaded with both adapters, "derain" active."""
+    model = load_adapters(load_base_model(saved / "base"), {"derain": str(saved / "derain")})
+    model.load_adapter(str(saved / "denoise"), adapter_name="denoise")
     return model.eval()
 
 
@@ -65,13 +65,19 @@ def _eager(model, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def exports(adapted, tmp_path_factory):
-    """The "derain" adapter exported with the FFT branch and DFT-free, tile 16."""
-    root = tmp_path_factory.mktemp("export")
+def exports(adapted, saved):
+    """ "derain" exported at tile 16: with the FFT branch through the API, DFT-free through the command line."""
     before = _eager(adapted, torch.rand(1, 3, TILE, TILE, generator=torch.Generator().manual_seed(0)))
-    fft = export_model(adapted, root / "fft.onnx", tile=TILE)
-    matmul = export_model(adapted, root / "matmul.onnx", tile=TILE, dft_free=True)
-    return {"fft": fft, "matmul": matmul, "before": before}
+    fft = export_model(adapted, saved / "fft.onnx", tile=TILE)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main([*_cli_args(saved), "--no-dft", str(saved / "matmul.onnx")])
+    assert code == 0
+    return {"fft": fft.path, "fft_result": fft, "matmul": saved / "matmul.onnx", "before": before, "cli": printed}
+
+
+def _cli_args(root) -> list[str]:
+    return ["export", "--base", str(root / "base"), "--adapter", f"derain={root / 'derain'}", "--tile", str(TILE)]
 
 
 @pytest.mark.parametrize(("height", "width"), [(16, 16), (15, 10), (8, 12)])
@@ -103,7 +109,7 @@ def test_phase_of_real_bins_is_plus_pi():
 
 
 def test_onnx_export_matches_pytorch_and_reports_it(exports, adapted, photo):
-    fft = exports["fft"]
+    fft = exports["fft_result"]
     report = json.loads((fft.path.parent / "fft.onnx.check.json").read_text())
     assert report["passed"] and report["max_rel_error"] <= 1e-3
     assert report["max_rel_error"] == fft.check["max_rel_error"]
@@ -121,13 +127,14 @@ def test_onnx_export_matches_pytorch_and_reports_it(exports, adapted, photo):
 
 
 def test_dft_free_graph_has_no_dft_and_matches_fft_path(exports, adapted, photo):
-    matmul = exports["matmul"]
-    counts = op_counts(matmul.path)
-    assert matmul.dft_nodes == 0 and counts.get("DFT", 0) == 0 and counts["MatMul"] > 0
-    assert matmul.check["max_rel_error"] <= 1e-4  # against PyTorch's FFT path
+    counts = op_counts(exports["matmul"])
+    assert counts.get("DFT", 0) == 0 and counts["MatMul"] > 0
+    report = json.loads(exports["matmul"].with_name("matmul.onnx.check.json").read_text())
+    assert report["passed"] and report["dft_nodes"] == 0 and report["max_rel_error"] <= 1e-4  # against FFT PyTorch
+    assert "0 DFT nodes" in exports["cli"].getvalue() and "adapter derain" in exports["cli"].getvalue()
     tile = photo[:, :, 10 : 10 + TILE, 80 : 80 + TILE].contiguous()
-    assert _rel(run_onnxruntime(matmul.path, tile), _eager(adapted, tile)) <= 1e-4
-    assert _rel(run_onnxruntime(matmul.path, tile), run_onnxruntime(exports["fft"].path, tile)) <= 1e-4
+    assert _rel(run_onnxruntime(exports["matmul"], tile), _eager(adapted, tile)) <= 1e-4
+    assert _rel(run_onnxruntime(exports["matmul"], tile), run_onnxruntime(exports["fft"], tile)) <= 1e-4
 
 
 def test_export_leaves_the_model_as_it_was(exports, adapted):
@@ -140,15 +147,15 @@ def test_export_leaves_the_model_as_it_was(exports, adapted):
 def test_restore_onnx_tiles_like_the_pytorch_path(exports, adapted, photo):
     image = photo[0, :, :40, :52]  # 40 x 52: padded to 40 x 52 (multiples of 4), 3 x 4 tiles of 16
     expected = restore(adapted, image, tile_size=TILE, tile_overlap=4)
-    got = restore_onnx(exports["fft"].path, image, tile_overlap=4)
+    got = restore_onnx(exports["fft"], image, tile_overlap=4)
     assert got.shape == expected.shape == image.shape
     assert _rel(got, expected) <= 1e-3
     small = photo[0, :, :10, :14]  # smaller than a tile: padded up to the graph's 16 x 16 inside the restorer
-    assert restore_onnx(exports["matmul"].path, small).shape == small.shape
+    assert restore_onnx(exports["matmul"], small).shape == small.shape
 
 
 def test_wrong_tile_size_is_refused(exports):
-    restorer = OnnxRestorer(exports["fft"].path)
+    restorer = OnnxRestorer(exports["fft"])
     assert restorer.tile_size == TILE and restorer.size_multiple == 4
     with pytest.raises(ValueError, match="exported for tile size 16; got tile_size=32"):
         restore_onnx(restorer, torch.rand(3, 40, 40), tile_size=32)
@@ -186,21 +193,14 @@ def test_torch_export_of_another_adapter(adapted, photo, tmp_path):
     assert _rel(program.module()(tile), expected) <= 1e-5
 
 
-def test_cli_exports_one_adapter_dft_free(tmp_path, capsys):
-    save_base_and_adapters(tmp_path, ("derain", "denoise"))
-    out = tmp_path / "derain.onnx"
-    args = ["export", "--base", str(tmp_path / "base"), "--adapter", f"derain={tmp_path / 'derain'}", "--tile", "16"]
-    assert main([*args, "--no-dft", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "0 DFT nodes" in printed and "adapter derain" in printed
-    report = json.loads((tmp_path / "derain.onnx.check.json").read_text())
-    assert report["passed"] and report["dft_nodes"] == 0 and math.isfinite(report["max_rel_error"])
+def test_cli_refuses_overwrite_and_two_adapters(exports, saved, capsys):
+    out = exports["matmul"]
     stamp = out.stat().st_mtime_ns
-    assert main([*args, str(out)]) == 2  # an existing file is not overwritten unasked
+    assert main([*_cli_args(saved), str(out)]) == 2  # an existing file is not overwritten unasked
     assert "exists" in capsys.readouterr().err and out.stat().st_mtime_ns == stamp
-    two = [*args, "--adapter", f"denoise={tmp_path / 'denoise'}", str(tmp_path / "two.onnx")]
+    two = [*_cli_args(saved), "--adapter", f"denoise={saved / 'denoise'}", str(saved / "two.onnx")]
     assert main(two) == 2
-    assert "holds one adapter" in capsys.readouterr().err
+    assert "holds one adapter" in capsys.readouterr().err and not (saved / "two.onnx").exists()
 
 
 def test_missing_dependency_names_the_extra(monkeypatch):
@@ -210,7 +210,7 @@ def test_missing_dependency_names_the_extra(monkeypatch):
 
 
 def test_graph_input_is_float_photo_range(exports):
-    session = require("onnxruntime").InferenceSession(str(exports["fft"].path), providers=["CPUExecutionProvider"])
+    session = require("onnxruntime").InferenceSession(str(exports["fft"]), providers=["CPUExecutionProvider"])
     (graph_input,) = session.get_inputs()
     assert graph_input.shape == [1, 3, TILE, TILE] and graph_input.type == "tensor(float)"
     assert np.isfinite(session.run(None, {graph_input.name: np.zeros((1, 3, TILE, TILE), np.float32)})[0]).all()
