@@ -214,3 +214,15 @@ def test_graph_input_is_float_photo_range(exports):
     (graph_input,) = session.get_inputs()
     assert graph_input.shape == [1, 3, TILE, TILE] and graph_input.type == "tensor(float)"
     assert np.isfinite(session.run(None, {graph_input.name: np.zeros((1, 3, TILE, TILE), np.float32)})[0]).all()
+
+
+def test_fp16_onnx_export_keeps_the_model_in_fp32(adapted, tmp_path):
+    probe = torch.rand(1, 3, TILE, TILE, generator=torch.Generator().manual_seed(2))
+    before = _eager(adapted, probe)
+    result = export_model(adapted, tmp_path / "half.onnx", tile=TILE, dtype="fp16", dft_free=True)
+    assert result.check["passed"] and 0 < result.check["max_rel_error"] <= 2e-2 and result.dft_nodes == 0
+    restorer = OnnxRestorer(tmp_path / "half.onnx")
+    assert restorer.input_dtype == np.float16 and restorer.metadata["dtype"] == "fp16"
+    assert _rel(restorer(probe), before) <= 2e-2
+    assert all(p.dtype == torch.float32 for p in adapted.parameters())
+    assert torch.equal(_eager(adapted, probe), before)

@@ -94,7 +94,7 @@ def export_model(
         with _eval_mode(model):
             example = torch.zeros(1, 3, tile, tile)
             with _frequency_for_export(model, example, "matmul" if dft_free else "fft"):
-                graph = ImageGraph(model)
+                graph = ImageGraph(model).eval()
                 with torch.inference_mode():
                     scale = reconstruction(model(example)).shape[-1] // tile
                 with _cast(model, torch.float16 if half else None):
@@ -111,7 +111,7 @@ def export_model(
             if check:
                 # the reference is the untouched PyTorch model: FFT branch, float32
                 extra = {"adapter": baked, "dft_free": dft_free, "dft_nodes": dft_nodes, "dtype": dtype, "tile": tile}
-                result.check = check_export(path, ImageGraph(model), tile, fmt, half, extra)
+                result.check = check_export(path, ImageGraph(model).eval(), tile, fmt, half, extra)
                 if not result.check["passed"]:
                     raise RuntimeError(
                         f"The exported {fmt} model differs from PyTorch: max relative error "
