@@ -55,7 +55,7 @@ def nafnet(tmp_path_factory):
         for name, param in model.named_parameters():
             if "adaptir_branch" in name:
                 param.add_(0.5 * torch.randn(param.shape, generator=generator))
-    model.save_pretrained(root / "adapter")
+    model.save_pretrained(root / "adapter")  # a non-default adapter name is saved in adapter/denoise
     return root, model
 
 
@@ -83,7 +83,7 @@ def test_nafnet_exports_with_and_without_dft(nafnet, photo):
     assert fft.check["passed"] and fft.check["max_rel_error"] <= 1e-3 and fft.dft_nodes > 0
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        args = ["export", "--base", str(root / "nafnet.pth"), "--adapter", f"denoise={root / 'adapter'}"]
+        args = ["export", "--base", str(root / "nafnet.pth"), "--adapter", f"denoise={root / 'adapter' / 'denoise'}"]
         assert main([*args, "--tile", str(TILE), "--no-dft", str(root / "matmul.onnx")]) == 0
     report = json.loads((root / "matmul.onnx.check.json").read_text())
     assert report["passed"] and report["max_rel_error"] <= 1e-4 and report["dft_nodes"] == 0
