@@ -74,8 +74,9 @@ def check_export(
     is within the tolerance (1e-3 in float32, 2e-2 in float16).
     """
     image = photo_tile(tile)
+    device = next((p.device for p in reference.parameters()), torch.device("cpu"))
     with torch.inference_mode():
-        expected = reference(image).float()
+        expected = reference(image.to(device)).float().cpu()
     start = time.perf_counter()
     if fmt == "onnx":
         runtime = "onnxruntime " + require("onnxruntime").__version__ + " (CPUExecutionProvider)"
@@ -84,7 +85,7 @@ def check_export(
         runtime = f"torch {torch.__version__} (torch.export.load)"
         program = torch.export.load(os.fspath(path))
         with torch.inference_mode():
-            got = program.module()(image.half() if half else image).float()
+            got = program.module()((image.half() if half else image).to(device)).float().cpu()
     seconds = time.perf_counter() - start
     if got.shape != expected.shape:
         raise RuntimeError(f"The exported model returned {tuple(got.shape)}; PyTorch {tuple(expected.shape)}.")

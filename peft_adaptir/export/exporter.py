@@ -92,7 +92,8 @@ def export_model(
     path.parent.mkdir(parents=True, exist_ok=True)
     with _single_adapter(model, adapter) as baked:
         with _eval_mode(model):
-            example = torch.zeros(1, 3, tile, tile)
+            device = next((p.device for p in model.parameters()), torch.device("cpu"))
+            example = torch.zeros(1, 3, tile, tile, device=device)
             with _frequency_for_export(model, example, "matmul" if dft_free else "fft"):
                 graph = ImageGraph(model).eval()
                 with torch.inference_mode():
