@@ -49,6 +49,9 @@ def run_export(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, ImportError, OSError) as err:
         print(f"peft-adaptir export: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:  # the exported file failed the exporter's check against PyTorch
+        print(f"peft-adaptir export: check failed: {err}", file=sys.stderr)
+        return 1
     check = result.check
     dft = "" if result.dft_nodes is None else f", {result.dft_nodes} DFT nodes"
     print(

@@ -130,7 +130,8 @@ def _validate(
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not supported; choose one of {list(DTYPES)}.")
     if fmt == "onnx":
-        require("onnx"), require("onnxscript")
+        require("onnx")
+        require("onnxscript")
     multiple = size_multiple(model)
     if not isinstance(tile, int) or tile < 1 or tile % multiple:
         raise ValueError(
