@@ -61,6 +61,9 @@ _LAZY_EXPORTS: dict[str, str] = {
     "load_adapters": "hub",
     "push_adapter": "hub",
     "AdapterHubError": "hub",
+    # export (onnx, onnxscript and onnxruntime are imported only when used)
+    "export_model": "export.exporter",
+    "restore_onnx": "export.onnx_restorer",
 }
 
 if TYPE_CHECKING:
@@ -71,6 +74,8 @@ if TYPE_CHECKING:
     from .backbones.size_multiple import size_multiple
     from .backbones.spandrel_loader import adaptir_config_for, load_spandrel_base
     from .data.degradations import degrade, get_task, get_task_spec, list_tasks
+    from .export.exporter import export_model
+    from .export.onnx_restorer import restore_onnx
     from .hub import AdapterHubError, load_adapters, push_adapter
     from .inference.pipeline import restore
     from .training.config import TrainingConfig
@@ -123,4 +128,6 @@ __all__ = [
     "load_adapters",
     "push_adapter",
     "AdapterHubError",
+    "export_model",
+    "restore_onnx",
 ]

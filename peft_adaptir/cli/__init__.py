@@ -1,9 +1,10 @@
-"""The ``peft-adaptir`` command: ``train``, ``restore`` and ``tasks`` subcommands."""
+"""The ``peft-adaptir`` command: ``train``, ``restore``, ``tasks`` and ``export`` subcommands."""
 
 from __future__ import annotations
 
 import argparse
 
+from .export import add_export_arguments, run_export
 from .output import add_verbosity_argument, cli_output
 from .restore import add_restore_arguments, run_restore
 from .train import add_train_arguments, run_train
@@ -30,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_restore_arguments(restore).set_defaults(handler=run_restore)
     tasks = commands.add_parser("tasks", help="List the named degradation tasks.")
     tasks.set_defaults(handler=run_tasks)
-    for command in (parser, restore, tasks):
+    export = commands.add_parser("export", help="Export a model with one adapter to ONNX or torch.export.")
+    add_export_arguments(export).set_defaults(handler=run_export)
+    for command in (parser, restore, tasks, export):
         add_verbosity_argument(command, top_level=command is parser)  # train adds its own
     return parser
 
