@@ -181,6 +181,17 @@ def test_no_resume_moves_the_old_run_aside_and_the_next_rerun_continues_the_new_
     assert json.loads((out / "adapter" / "training_log.json").read_text())["config"]["lr"] == 1e-2
 
 
+def test_leftovers_of_a_run_without_a_checkpoint_are_moved_aside_not_mixed_in(base_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "checkpoints" / "step-4").mkdir(parents=True)  # killed while saving: no trainer_state.json
+    (out / "training_log.json").write_text('{"stopped": "Loss became [nan] at step 5"}')
+    _train(base_dir, _config(out, checkpoint_every=0))
+    moved = next((out / "previous-runs").iterdir())
+    assert f"Moved the earlier run in {out} to {moved}" in capsys.readouterr().out
+    assert "nan" in (moved / "training_log.json").read_text() and (moved / "checkpoints" / "step-4").is_dir()
+    assert not (out / "training_log.json").exists() and not (out / "checkpoints").exists()
+
+
 # ---- item 6: writability before the first step, a rescue folder after the last ----
 
 

@@ -182,7 +182,7 @@ class _Run:
         )
         accelerator.wait_for_everyone()
         if start.moved_to is not None:
-            accelerator.print(f"Moved the earlier run in {self.output_dir} to {start.moved_to} (--no-resume).")
+            accelerator.print(f"Moved the earlier run in {self.output_dir} to {start.moved_to}.")
         self.resume_from, self.start = start.checkpoint, start.state["step"]
         self.losses, self.validation = list(start.state["losses"]), list(start.state["validation"])
         with accelerator.main_process_first():

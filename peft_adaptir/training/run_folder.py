@@ -6,8 +6,9 @@ What :func:`prepare_run_folder` decides, before any training step:
   result is the same as the run's (:data:`RESULT_NEUTRAL` lists the few that do not); otherwise refuse, naming the
   changed options.
 - ``resume=True``, no checkpoint, but a finished adapter in ``<output>/adapter``: refuse (training would replace it).
-- ``resume=False`` and files of an earlier run (:data:`RUN_FILES`): move them to ``<output>/previous-runs/<UTC time>``
-  and say so, so that the new run starts in an empty folder.
+- ``resume=False``, or ``resume=True`` with only leftovers of a run that saved no complete checkpoint: move the
+  earlier run's files (:data:`RUN_FILES`) to ``<output>/previous-runs/<UTC time>`` and say so, so that the new run
+  starts in an empty folder.
 
 It also checks that the folder can be written and has room for the checkpoints and the adapter
 (:class:`OutputNotWritableError` otherwise), and :func:`save_with_fallback` keeps the adapter in a named rescue
@@ -236,7 +237,8 @@ def prepare_run_folder(
                 "training would replace it. Use another --output (output_dir=...), or --no-resume (resume=False) "
                 f"to move the earlier run to {output_dir / PREVIOUS_RUNS}/<time>/ and start over."
             )
-        return RunStart(None)
+        # leftovers of a run that never finished a checkpoint (a diverged run's log, a half-written step folder)
+        return RunStart(None, moved_to=_move_previous_run(output_dir) if is_main else None)
     state = ckpt.read_trainer_state(checkpoint)
     changes = changed_settings(state, config, run, num_processes)
     if changes:
