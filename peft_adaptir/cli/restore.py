@@ -18,7 +18,13 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         "--adapter", action="append", default=[], metavar="NAME=PATH_OR_HUB_ID",
         help="A task adapter to load (repeatable): a folder saved with save_pretrained or a Hub id[@revision].",
     )  # fmt: skip
-    parser.add_argument("--task", default=None, help="Adapter for inputs without 'TASK=' ('__base__': no adapter).")
+    parser.add_argument(
+        "--task", default=None,
+        help="Adapter for inputs without 'TASK=' ('__base__': no adapter; 'auto': a router picks per image). "
+        "Without --adapter, the adapters shipped with the package are used.",
+    )  # fmt: skip
+    parser.add_argument("--router", default=None, help="Router folder or Hub id for 'auto' (default: the shipped one)")
+    parser.add_argument("--routing", choices=("hard", "soft"), default="hard", help="'auto': one adapter or a blend")
     parser.add_argument("--output", required=True, type=Path, help="Folder for the restored PNG files.")
     parser.add_argument("--tile-size", type=int, default=None, help="Tile images larger than this (0: never).")
     parser.add_argument("--batch-size", type=int, default=4)
@@ -63,16 +69,18 @@ def run_restore(args: argparse.Namespace) -> int:
     from ..backbones.loading import load_base_model
     from ..hub import load_adapters
     from ..inference.pipeline import restore
+    from ..routing.auto import AUTO
+    from ..routing.zoo import shipped_adapter_specs
     from ..tuner.constants import BASE_ADAPTER_NAME
 
     try:
-        adapters = parse_adapter_specs(args.adapter)
+        adapters = parse_adapter_specs(args.adapter) or shipped_adapter_specs()
         if not adapters and args.task not in (None, BASE_ADAPTER_NAME):
             raise ValueError(f"--task {args.task} needs an adapter: add --adapter {args.task}=PATH_OR_HUB_ID.")
-        known = set(adapters) | {BASE_ADAPTER_NAME}
+        known = set(adapters) | {BASE_ADAPTER_NAME, AUTO}
         default_task = args.task or (next(iter(adapters)) if len(adapters) == 1 else None)
         if default_task is not None and default_task not in known:
-            raise ValueError(f"--task {default_task!r} is not a loaded adapter; loaded: {sorted(adapters)}.")
+            raise ValueError(f"--task {default_task!r} is not a loaded adapter; loaded: {sorted(adapters)} (or auto).")
         jobs = collect_inputs(args.inputs, default_task, known)
         model = load_base_model(args.base)
         if adapters:
@@ -81,19 +89,22 @@ def run_restore(args: argparse.Namespace) -> int:
         for path, _ in jobs:
             with Image.open(path) as image:
                 images.append(image.convert("RGBA" if "A" in image.getbands() else "RGB"))
+        decisions = [None] * len(jobs)
         if adapters:
             restored = restore(
                 model, images, adapter_names=[task for _, task in jobs], tile_size=args.tile_size,
-                batch_size=args.batch_size, device=args.device,
+                batch_size=args.batch_size, device=args.device, router=args.router, routing=args.routing,
             )  # fmt: skip
+            if any(task == AUTO for _, task in jobs):
+                restored, decisions = restored
         else:
             restored = restore(model, images, tile_size=args.tile_size, batch_size=args.batch_size, device=args.device)
     except (ValueError, FileNotFoundError, OSError) as err:
         print(f"peft-adaptir restore: error: {err}", file=sys.stderr)
         return 2
     args.output.mkdir(parents=True, exist_ok=True)
-    for (path, task), image in zip(jobs, restored):
+    for (path, task), image, decision in zip(jobs, restored, decisions):
         target = args.output / f"{path.stem}-{task}.png"
         image.save(target)
-        print(f"{path} -> {target} ({task})")
+        print(f"{path} -> {target} ({task if decision is None else 'auto: ' + decision.describe()})")
     return 0
