@@ -124,6 +124,7 @@ def train_router(
     weight_decay: float = 1e-3,
     seed: int = 0,
     max_side: int = 384,
+    crop_sizes: Sequence[int] = CROP_SIZES,
 ) -> tuple[DegradationRouter, dict]:
     """Fit a router for ``model`` (its base gives the features; default classes: its adapters + ``"__base__"``).
 
@@ -133,7 +134,7 @@ def train_router(
     classes = list(router_classes(model) if classes is None else classes)
     photos = router_photos() if photos is None else list(photos)
     extractor = ShallowFeatures(model, max_side=max_side)
-    feats, labels = router_examples(extractor, classes, photos, crops_per_photo, seed, degradations)
+    feats, labels = router_examples(extractor, classes, photos, crops_per_photo, seed, degradations, crop_sizes)
     config = RouterConfig(
         classes=classes, in_features=extractor.dim, hidden=hidden, feature_kind=FEATURE_KIND,
         base_fingerprint=base_fingerprint(model), max_side=max_side,
