@@ -71,9 +71,10 @@ def test_auto_equals_explicit_routing_when_the_router_is_forced_to_one_class(zoo
         assert torch.equal(got, want)
     assert not torch.equal(restored[0], restore(zoo_pair, images, adapter="denoise-50")[0])
     # "auto" per image next to named adapters, with tiling: one decision per image, none for the named one
-    mixed, decisions = restore(zoo_pair, images, adapter_names=["auto", "__base__"], router=router, tile_size=32, tile_overlap=8)
+    tiles = {"tile_size": 32, "tile_overlap": 8}
+    mixed, decisions = restore(zoo_pair, images, adapter_names=["auto", "__base__"], router=router, **tiles)
     assert decisions[1] is None and decisions[0].task == "low-light"
-    assert torch.allclose(mixed[0], restore(zoo_pair, [photo], adapter="low-light", tile_size=32, tile_overlap=8)[0], atol=1e-6)
+    assert torch.allclose(mixed[0], restore(zoo_pair, [photo], adapter="low-light", **tiles)[0], atol=1e-6)
 
 
 def test_soft_mode_equals_the_manual_weighted_blend(zoo_pair, photo):
