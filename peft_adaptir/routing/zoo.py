@@ -17,7 +17,7 @@ from pathlib import Path
 from peft import PeftModel
 from torch import nn
 
-from ..backbones.default_base import load_default_base
+from ..backbones.loading import load_base_model
 from ..tuner.constants import ADAPTER_WEIGHTS_FILE
 
 __all__ = [
@@ -77,7 +77,8 @@ def load_zoo(tasks: Sequence[str] | None = None, base: nn.Module | None = None) 
     if not tasks:
         raise ValueError("No tasks to load: the package ships no zoo adapters (see `peft-adaptir tasks`).")
     paths = [zoo_adapter_path(task) for task in tasks]
-    model = PeftModel.from_pretrained(load_default_base() if base is None else base, str(paths[0]), tasks[0])
+    base = load_base_model(None) if base is None else base  # the embedded base, read from its folder
+    model = PeftModel.from_pretrained(base, str(paths[0]), tasks[0])
     for task, path in zip(tasks[1:], paths[1:]):
         model.load_adapter(str(path), adapter_name=task)
     model.set_adapter(tasks[0])
