@@ -41,7 +41,7 @@ def run_train_router(args: argparse.Namespace) -> int:
     from ..cli.restore import parse_adapter_specs
     from ..data.sources import SKIMAGE_HELDOUT
     from ..hub import load_adapters
-    from ..routing.router import ROUTER_CONFIG
+    from ..routing.router import ROUTER_CONFIG, router_card
     from ..routing.train import evaluate_router, router_photos, train_router
     from ..routing.zoo import ZOO_TASKS
     from ..tuner.constants import BASE_ADAPTER_NAME
@@ -68,6 +68,7 @@ def run_train_router(args: argparse.Namespace) -> int:
         command=shlex.join(["peft-adaptir", "train-router", *sys.argv[2:]]),
     )  # fmt: skip
     router.save_pretrained(args.output)
+    (args.output / "README.md").write_text(router_card(router.config))
     print(
         f"Router for {router.classes} saved to {args.output}: {report['parameters']} parameters, training accuracy "
         f"{report['train_accuracy']:.1%}, held-out accuracy {accuracy:.1%} ({', '.join(SKIMAGE_HELDOUT)})."

@@ -25,7 +25,7 @@ from torch import nn
 from ..tuner.constants import BASE_ADAPTER_NAME
 from .features import FEATURE_KIND
 
-__all__ = ["RouterConfig", "DegradationRouter", "ROUTER_WEIGHTS", "ROUTER_CONFIG"]
+__all__ = ["RouterConfig", "DegradationRouter", "ROUTER_WEIGHTS", "ROUTER_CONFIG", "router_card"]
 
 ROUTER_WEIGHTS = "router.safetensors"
 ROUTER_CONFIG = "router_config.json"
@@ -133,20 +133,37 @@ class DegradationRouter(nn.Module):
 
         with tempfile.TemporaryDirectory() as folder:
             self.save_pretrained(folder)
-            (Path(folder) / "README.md").write_text(_router_card(self.config))
+            (Path(folder) / "README.md").write_text(router_card(self.config))
             return _upload(
                 folder, repo_id, private=private, token=token, revision=revision, path_in_repo=None,
                 commit_message=commit_message,
             )  # fmt: skip
 
 
-def _router_card(config: RouterConfig) -> str:
-    accuracy = config.training.get("heldout_accuracy")
-    line = f"Held-out routing accuracy: {accuracy:.1%}.\n" if isinstance(accuracy, float) else ""
-    return (
-        "---\nlibrary_name: peft-adaptir\ntags:\n- adaptir\n- degradation-router\n---\n\n"
-        f"# AdaptIR degradation router\n\nA 2-layer MLP ({config.in_features} -> {config.hidden} -> "
-        f"{len(config.classes)}) over the base's pooled shallow features ({config.feature_kind}), choosing between "
-        f"{', '.join(config.classes)}. {line}\nLoad with "
-        "`peft_adaptir.routing.router.DegradationRouter.from_pretrained(repo_id)`.\n"
-    )
+def router_card(config: RouterConfig) -> str:
+    """The router's model card (README.md): what it chooses between, its size, how it was trained, its accuracy."""
+    info = config.training
+    accuracy = info.get("heldout_accuracy")
+    lines = [
+        "---", "library_name: peft-adaptir", "tags:", "- adaptir", "- degradation-router", "---", "",
+        "# AdaptIR degradation router", "",
+        f"A 2-layer MLP ({config.in_features} -> {config.hidden} -> {len(config.classes)}, GELU) over the base's "
+        f"pooled shallow features (`{config.feature_kind}`, centre crop of at most {config.max_side} px), choosing "
+        f"between {', '.join(f'`{name}`' for name in config.classes)} (`__base__`: clean, no adapter). "
+        f"{info.get('parameters', '?')} parameters. Base fingerprint `{config.base_fingerprint}`.", "",
+    ]  # fmt: skip
+    if info:
+        lines += [
+            "## Training", "",
+            f"- {info.get('examples')} degraded crops ({info.get('crops_per_photo')} per photo and class) of "
+            f"{info.get('photos')} training photos; full-batch AdamW, {info.get('steps')} steps, lr {info.get('lr')}, "
+            f"seed {info.get('seed')}; training accuracy {info.get('train_accuracy', float('nan')):.1%}.",
+        ]  # fmt: skip
+        if isinstance(accuracy, float):
+            photos = ", ".join(info.get("heldout_photos", []))
+            lines.append(f"- Held-out accuracy: **{accuracy:.1%}** on crops of photos it never saw ({photos}).")
+        if info.get("command"):
+            lines += ["", "```bash", info["command"], "```"]
+    lines += ["", "Load: `peft_adaptir.DegradationRouter.from_pretrained(folder_or_repo_id)`; use: "
+              "`restore(model, images, adapter=\"auto\", router=router)`.", ""]  # fmt: skip
+    return "\n".join(lines)
