@@ -29,6 +29,7 @@ def add_train_router_arguments(parser: argparse.ArgumentParser) -> argparse.Argu
     parser.add_argument("--hidden", type=int, default=12, help="Hidden width of the 2-layer MLP.")
     parser.add_argument("--steps", type=int, default=600, help="Full-batch AdamW steps.")
     parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--weight-decay", type=float, default=1e-3, help="AdamW weight decay (regularises the MLP).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-crops", type=int, default=10, help="Held-out crops per photo and class to report.")
     parser.add_argument("--overwrite", action="store_true", help="Replace a router already in --output.")
@@ -56,7 +57,7 @@ def run_train_router(args: argparse.Namespace) -> int:
         classes = None if adapters else [*ZOO_TASKS, BASE_ADAPTER_NAME]
         router, report = train_router(
             model, classes, degradations=degradations, crops_per_photo=args.crops_per_photo, hidden=args.hidden,
-            steps=args.steps, lr=args.lr, seed=args.seed,
+            steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
         )  # fmt: skip
     except (ValueError, FileNotFoundError, OSError) as err:
         print(f"peft-adaptir train-router: error: {err}", file=sys.stderr)
