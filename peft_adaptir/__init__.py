@@ -57,6 +57,9 @@ _LAZY_EXPORTS: dict[str, str] = {
     "get_task_spec": "data.degradations",
     "list_tasks": "data.degradations",
     "degrade": "data.degradations",
+    # blind restoration: the shipped adapters and the degradation router
+    "load_zoo": "routing.zoo",
+    "DegradationRouter": "routing.router",
     # the Hub
     "load_adapters": "hub",
     "push_adapter": "hub",
@@ -78,6 +81,8 @@ if TYPE_CHECKING:
     from .export.onnx_restorer import restore_onnx
     from .hub import AdapterHubError, load_adapters, push_adapter
     from .inference.pipeline import restore
+    from .routing.router import DegradationRouter
+    from .routing.zoo import load_zoo
     from .training.config import TrainingConfig
     from .training.loop import TrainingDivergedError, TrainingResult, train
     from .training.optim import adapter_optimizer
@@ -130,4 +135,6 @@ __all__ = [
     "AdapterHubError",
     "export_model",
     "restore_onnx",
+    "load_zoo",
+    "DegradationRouter",
 ]

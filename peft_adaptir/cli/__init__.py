@@ -8,15 +8,20 @@ from .export import add_export_arguments, run_export
 from .output import add_verbosity_argument, cli_output
 from .restore import add_restore_arguments, run_restore
 from .train import add_train_arguments, run_train
+from .train_router import add_train_router_arguments, run_train_router
 
 
 def run_tasks(args: argparse.Namespace) -> int:
     from ..data.degradations import get_task_spec, list_tasks
+    from ..routing.zoo import shipped_tasks
 
+    shipped = set(shipped_tasks())
     for kind in ("pretrain", "transfer", "extra"):
         print(f"{kind}:")
         for name in list_tasks(kind):
-            print(f"  {name:16s} {get_task_spec(name).description}")
+            mark = "[adapter shipped] " if name in shipped else ""
+            print(f"  {name:16s} {mark}{get_task_spec(name).description}")
+    print("Tasks marked [adapter shipped] restore with no training: peft-adaptir restore --task NAME (or auto).")
     return 0
 
 
@@ -31,9 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_restore_arguments(restore).set_defaults(handler=run_restore)
     tasks = commands.add_parser("tasks", help="List the named degradation tasks.")
     tasks.set_defaults(handler=run_tasks)
+    router = commands.add_parser("train-router", help="Train a degradation router choosing between adapters.")
+    add_train_router_arguments(router).set_defaults(handler=run_train_router)
     export = commands.add_parser("export", help="Export a model with one adapter to ONNX or torch.export.")
     add_export_arguments(export).set_defaults(handler=run_export)
-    for command in (parser, restore, tasks, export):
+    for command in (parser, restore, tasks, export, router):
         add_verbosity_argument(command, top_level=command is parser)  # train adds its own
     return parser
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..image_files import IMAGE_EXTENSIONS
+from ..routing.auto import AUTO
 
 _DESCRIPTION = """\
 Restore image files with one or several AdaptIR task adapters, loaded once; the task is chosen per file.
@@ -42,7 +43,13 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         "--adapter", action="append", default=[], metavar="NAME=PATH_OR_HUB_ID",
         help="A task adapter to load (repeatable): a folder saved with save_pretrained or a Hub id[@revision].",
     )  # fmt: skip
-    parser.add_argument("--task", default=None, help="Adapter for inputs without 'TASK=' ('__base__': no adapter).")
+    parser.add_argument(
+        "--task", default=None,
+        help="Adapter for inputs without 'TASK=' ('__base__': no adapter; 'auto': a router picks per image). "
+        "Without --adapter, the adapters shipped with the package are used.",
+    )  # fmt: skip
+    parser.add_argument("--router", default=None, help="Router folder or Hub id for 'auto' (default: the shipped one)")
+    parser.add_argument("--routing", choices=("hard", "soft"), default="hard", help="'auto': one adapter or a blend")
     parser.add_argument(
         "--output", required=True, type=Path,
         help="Folder for the restored files, named INPUT-TASK.png (created if missing; checked before any work).",
@@ -186,9 +193,13 @@ def restore_files(
                 continue
             names = {"adapter_names": [job.task for job in ready]} if routed else {}
             restored = restore(model, images, **names, **restore_kwargs)
-            for job, pixels in zip(ready, restored):
+            decisions = [None] * len(ready)
+            if routed and any(job.task == AUTO for job in ready):  # a router chose: restore() says what
+                restored, decisions = restored
+            for job, pixels, decision in zip(ready, restored, decisions):
                 write_image(job.target, pixels)
-                report(f"{job.source} -> {job.target} ({job.task})")
+                chosen = job.task if decision is None else f"auto: {decision.describe()}"
+                report(f"{job.source} -> {job.target} ({chosen})")
                 bar.update(1)
     return bad
 
@@ -200,6 +211,7 @@ def run_restore(args: argparse.Namespace) -> int:
     from ..hub import check_adapter_location, load_adapters
     from ..image_files import UnreadableImageError
     from ..inference.devices import resolve_device
+    from ..routing.zoo import shipped_adapter_specs
     from ..tuner.constants import BASE_ADAPTER_NAME
 
     def fail(message: object) -> int:
@@ -207,13 +219,13 @@ def run_restore(args: argparse.Namespace) -> int:
         return 2
 
     try:
-        adapters = parse_adapter_specs(args.adapter)
+        adapters = parse_adapter_specs(args.adapter) or shipped_adapter_specs()
         if not adapters and args.task not in (None, BASE_ADAPTER_NAME):
             raise ValueError(f"--task {args.task} needs an adapter: add --adapter {args.task}=PATH_OR_HUB_ID.")
-        known = set(adapters) | {BASE_ADAPTER_NAME}
+        known = set(adapters) | {BASE_ADAPTER_NAME, AUTO}
         default_task = args.task or (next(iter(adapters)) if len(adapters) == 1 else None)
         if default_task is not None and default_task not in known:
-            raise ValueError(f"--task {default_task!r} is not a loaded adapter; loaded: {sorted(adapters)}.")
+            raise ValueError(f"--task {default_task!r} is not a loaded adapter; loaded: {sorted(adapters)} (or auto).")
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}.")
         if args.tile_overlap < 0:
@@ -244,6 +256,7 @@ def run_restore(args: argparse.Namespace) -> int:
         bad = restore_files(
             model, todo, routed=bool(adapters), skip_bad=args.skip_bad, report=tqdm.write,
             tile_size=args.tile_size, tile_overlap=args.tile_overlap, batch_size=args.batch_size, device=device,
+            **({"router": args.router, "routing": args.routing} if adapters else {}),
         )  # fmt: skip
     except (UnreadableImageError, ValueError, FileNotFoundError, OSError, RuntimeError) as err:
         return fail(err)

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..backbones.loading import reconstruction
 from ..backbones.size_multiple import size_multiple as size_multiple_of
+from ..routing.auto import auto_routes, batch_kwargs, wants_auto
 from ..tuner.constants import BASE_ADAPTER_NAME, PEFT_TYPE_NAME
 from .devices import resolve_device
 from .image_io import ImageItem, merge_channels, to_items
@@ -40,6 +41,8 @@ def restore(
     size_multiple: int | None = None,
     progress: bool | None = None,
     device: str | torch.device | None = None,
+    router: Any = None,
+    routing: str = "hard",
 ) -> Any:
     """Restore ``images`` with ``model`` and return them in the kind they were given.
 
@@ -67,6 +70,11 @@ def restore(
         device: where to run; None: the device of the model's parameters. A model elsewhere is moved there
             for the call and moved back afterwards. A device this machine lacks is a ValueError.
 
+    ``adapter="auto"`` (or ``"auto"`` among ``adapter_names``) lets a degradation router pick the adapter per image,
+    once per whole image (see :mod:`peft_adaptir.routing.auto`): ``router`` is a ``DegradationRouter``, its folder
+    or Hub id (None: the router shipped with the zoo), ``routing`` is ``"hard"`` or ``"soft"``; the call then returns
+    ``(restored, decisions)`` with one ``Decision`` (task, probability, mode, weights) per image, None where named.
+
     The model runs in eval mode under ``torch.inference_mode``; its train/eval modes and ``requires_grad`` flags
     are restored afterwards, also when an error is raised; the active adapter is never changed.
 
@@ -76,7 +84,12 @@ def restore(
     so their calls take turns (a per-model lock). See docs/inference.md, "Threads".
     """
     items, rebuild = to_items(images)
-    names = _resolve_adapter_names(model, adapter, adapter_names, len(items))
+    auto = wants_auto(adapter, adapter_names)
+    if auto:  # decided once per whole image, before padding and tiling
+        names, decisions = auto_routes(model, [item.rgb for item in items], adapter, adapter_names, router, routing)
+        adapter = None
+    else:
+        names = _resolve_adapter_names(model, adapter, adapter_names, len(items))
     multiple = _size_multiple(model, size_multiple)
     tile = _tile_size(tile_size, multiple, items)
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -91,7 +104,7 @@ def restore(
         )
     run_device = resolve_device(device)
     if not items:
-        return rebuild([])
+        return (rebuild([]), []) if auto else rebuild([])
     routed = adapter is not None and _is_adaptir_model(model)
     if routed:
         names = [adapter] * len(items)  # per-call routing: the model's active adapter is never switched
@@ -100,7 +113,8 @@ def restore(
         exclusive = shared.exclusive if _adapter_names_of(model) is not None and not _is_adaptir_model(model) else None
         with exclusive or contextlib.nullcontext(), _active_adapter(model, None if routed else adapter):
             restored = _run(model, items, names, multiple, tile, tile_overlap, batch_size, progress, shared)
-    return rebuild([merge_channels(item, rgb) for item, rgb in zip(items, restored)])
+    result = rebuild([merge_channels(item, rgb) for item, rgb in zip(items, restored)])
+    return (result, decisions) if auto else result
 
 
 def _is_adaptir_model(model: nn.Module) -> bool:
@@ -227,7 +241,7 @@ def _run(
         inputs = torch.stack([padded[i][:, t.top : t.top + t.height, t.left : t.left + t.width] for i, t in batch]).to(
             device=shared.device, dtype=shared.dtype
         )
-        kwargs = {"adapter_names": [names[i] for i, _ in batch]} if names is not None else {}
+        kwargs = batch_kwargs([names[i] for i, _ in batch]) if names is not None else {}
         with torch.inference_mode():
             output = reconstruction(model(inputs, **kwargs))
         scale = _check_scale(inputs, output, scale)

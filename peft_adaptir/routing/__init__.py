@@ -1,0 +1,1 @@
+"""Blind restoration: the shipped task adapters (zoo), a degradation router, and per-image ``auto`` decisions."""
