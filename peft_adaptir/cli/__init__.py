@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .demo import add_demo_arguments, run_demo
 from .restore import add_restore_arguments, run_restore
 from .train import add_train_arguments, run_train
 
@@ -29,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_restore_arguments(restore).set_defaults(handler=run_restore)
     tasks = commands.add_parser("tasks", help="List the named degradation tasks.")
     tasks.set_defaults(handler=run_tasks)
+    demo = commands.add_parser("demo", help="Serve a browser demo (Gradio) of the base model and task adapters.")
+    add_demo_arguments(demo).set_defaults(handler=run_demo)
     return parser
 
 
