@@ -208,6 +208,24 @@ def _browser():
     return webdriver.Chrome(service=Service(executable_path=driver), options=options)
 
 
+def _click(browser, element_id):
+    """Click once the layout has settled (an upload in progress covers the button for a moment)."""
+    from selenium.common.exceptions import ElementClickInterceptedException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def attempt(driver):
+        element = driver.find_element(By.ID, element_id)
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+        try:
+            element.click()
+        except ElementClickInterceptedException:
+            return False
+        return True
+
+    WebDriverWait(browser, 120, poll_frequency=0.5).until(attempt)
+
+
 def test_browser_upload_run_and_see_the_result(served):
     """Headless Chromium: a non-image gets a message in the page; a photo gets a result image; screenshot saved."""
     from selenium.webdriver.common.by import By
@@ -216,26 +234,26 @@ def test_browser_upload_run_and_see_the_result(served):
 
     url, root, _ = served
     browser = _browser()
-    wait = WebDriverWait(browser, 60)
+    wait = WebDriverWait(browser, 120)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     try:
         browser.get(url)
         upload = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#images input[type=file]")))
-        upload.send_keys(str(root / "notes.txt"))
-        wait.until(ec.text_to_be_present_in_element((By.ID, "images"), "notes.txt"))
-        browser.find_element(By.ID, "run").click()
-        wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "body"), "is not an image the demo can read"))
-
-        browser.get(url)
-        upload = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#images input[type=file]")))
         upload.send_keys(str(root / "a-noisy.png"))
-        wait.until(ec.text_to_be_present_in_element((By.ID, "images"), "a-noisy.png"))
-        browser.find_element(By.ID, "run").click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "images"), "KB"))  # uploaded: its size is shown
+        _click(browser, "run")
         result = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#results img")))
-        wait.until(ec.text_to_be_present_in_element((By.ID, "downloads"), "a-noisy-derain.png"))
+        wait.until(ec.text_to_be_present_in_element((By.ID, "downloads"), "a-noisy-denoise"))
         assert result.get_attribute("src") and browser.find_elements(By.CSS_SELECTOR, "#slider img")
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shot = ARTIFACTS / "demo-browser.png"
-        browser.save_screenshot(str(shot))
-        assert Image.open(shot).size[0] > 0
+        browser.save_screenshot(str(ARTIFACTS / "demo-browser.png"))
+        assert Image.open(ARTIFACTS / "demo-browser.png").size[0] > 0
+        # a text file given as the clean reference: the message appears in the page
+        browser.find_element(By.CSS_SELECTOR, "#references input[type=file]").send_keys(str(root / "notes.txt"))
+        wait.until(ec.text_to_be_present_in_element((By.ID, "references"), " B"))
+        _click(browser, "run")
+        wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "body"), "notes.txt is not an image the demo"))
+    except Exception:
+        browser.save_screenshot(str(ARTIFACTS / "demo-browser-failure.png"))
+        raise
     finally:
         browser.quit()

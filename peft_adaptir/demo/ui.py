@@ -164,26 +164,31 @@ def build_app(engine: DemoEngine, *, concurrency_limit: int = 2) -> gr.Blocks:
         pairs = gr.State([])
         with gr.Row():
             with gr.Column(scale=1):
-                files = gr.File(label="Images", file_count="multiple", elem_id="images")
+                files = gr.File(label="Images", file_count="multiple", height=150, elem_id="images")
                 task = gr.Dropdown(engine.choices, value=default, label="Task", elem_id="task")
                 per_image = gr.Textbox(
                     label="Task per image (optional)",
                     placeholder="one per image, comma-separated; a blank uses the Task above",
                     elem_id="per-image",
                 )
+                button = gr.Button("Restore", variant="primary", elem_id="run")
                 references = gr.File(
                     label="Clean references (optional, one per image, for PSNR)",
                     file_count="multiple",
+                    height=150,
                     elem_id="references",
                 )
                 tile_size = gr.Number(512, precision=0, minimum=0, label="Tile size (0: never tile)")
-                button = gr.Button("Restore", variant="primary", elem_id="run")
             with gr.Column(scale=2):
-                slider = gr.ImageSlider(label="Before / after", type="pil", format="png", elem_id="slider")
+                slider = gr.ImageSlider(
+                    label="Before / after", type="pil", format="png", max_height=420, elem_id="slider"
+                )
                 gallery = gr.Gallery(
                     label="Results (click one to compare)",
                     format="png",
-                    columns=4,
+                    columns=6,
+                    object_fit="contain",
+                    height=180,
                     elem_id="results",
                 )
                 table = gr.Dataframe(headers=TABLE_HEADERS, label="Details", interactive=False, elem_id="details")
