@@ -6,6 +6,7 @@ get their own results; ``auto`` routes per image through the router and shows it
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -186,6 +187,19 @@ def test_shipped_router_is_found_when_the_zoo_exists():
     pytest.importorskip("peft_adaptir.routing", reason="this install has no degradation router (peft_adaptir.routing)")
     engine = load_engine()
     assert find_router(engine.model) is not None and engine.choices[0] == "auto"
+
+
+def test_space_app_builds_from_its_variables(served, monkeypatch):
+    """examples/space/app.py reads ADAPTIR_BASE / ADAPTIR_ADAPTERS and exposes ``demo`` (what a Space runs)."""
+    _, root, _ = served
+    monkeypatch.setenv("ADAPTIR_BASE", str(root / "base"))
+    monkeypatch.setenv("ADAPTIR_ADAPTERS", f"derain={root / 'derain'}, denoise={root / 'denoise'}")
+    path = Path(__file__).resolve().parents[1] / "examples" / "space" / "app.py"
+    spec = importlib.util.spec_from_file_location("space_app", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert isinstance(module.demo, gr.Blocks)
+    assert "/restore" in {f"/{dep['api_name']}" for dep in module.demo.config["dependencies"] if dep["api_name"]}
 
 
 def test_cli_demo_errors_are_explained(capsys):
