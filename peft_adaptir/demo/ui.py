@@ -188,6 +188,7 @@ def build_app(engine: DemoEngine, *, concurrency_limit: int = 2) -> gr.Blocks:
                     format="png",
                     columns=6,
                     object_fit="contain",
+                    fit_columns=False,
                     height=180,
                     elem_id="results",
                 )
