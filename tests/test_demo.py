@@ -186,7 +186,11 @@ def test_engine_offers_auto_only_with_a_router(served):
 def test_shipped_router_is_found_when_the_zoo_exists():
     pytest.importorskip("peft_adaptir.routing", reason="this install has no degradation router (peft_adaptir.routing)")
     engine = load_engine()
-    assert find_router(engine.model) is not None and engine.choices[0] == "auto"
+    assert find_router(engine.model) is not None, (
+        "peft_adaptir.routing exists but has no route(model, images) -> [(task, probability), ...]: wire the zoo's "
+        "router into peft_adaptir.demo.engine.find_router so the demo offers 'auto'"
+    )
+    assert engine.choices[0] == "auto"
 
 
 def test_space_app_builds_from_its_variables(served, monkeypatch):
