@@ -80,10 +80,10 @@ def _call(client, files, task="derain", per_image="", references=None, tile=0):
     return client.predict([upload(str(p)) for p in files], task, per_image, refs, tile, api_name="/restore")
 
 
-def _expected(reference, root, names, tasks):
+def _expected(reference, root, names, tasks, tile=0):
     images = [Image.open(root / name) for name in names]
     images = [image.convert("RGBA" if "A" in image.getbands() else image.mode) for image in images]
-    return [np.asarray(image) for image in restore(reference, images, adapter_names=tasks, tile_size=0)]
+    return [np.asarray(image) for image in restore(reference, images, adapter_names=tasks, tile_size=tile)]
 
 
 def test_client_result_equals_restore_and_reports_psnr(served):
@@ -112,14 +112,17 @@ def test_client_result_equals_restore_and_reports_psnr(served):
     assert np.abs(other.astype(int) - expected[1].astype(int)).max() > 1
 
 
-def test_grey_and_rgba_keep_their_mode(served):
+def test_grey_and_rgba_keep_their_mode_and_tile(served):
+    """Grey and RGBA come back in their mode (alpha unchanged); with a tile size under the image size, tiled."""
     url, root, reference = served
     names = ["grey.png", "rgba.png"]
-    *_, downloads = _call(_client(url), [root / n for n in names], task="denoise")
+    *_, downloads = _call(_client(url), [root / n for n in names], task="denoise", tile=36)
     results = [Image.open(path) for path in downloads]
     assert [image.mode for image in results] == ["L", "RGBA"]
-    for image, want in zip(results, _expected(reference, root, names, ["denoise", "denoise"])):
+    for image, want in zip(results, _expected(reference, root, names, ["denoise", "denoise"], tile=36)):
         np.testing.assert_array_equal(np.asarray(image), want)
+    untiled = _expected(reference, root, names, ["denoise", "denoise"])
+    assert not np.array_equal(np.asarray(results[1]), untiled[1])  # the tile size reached restore()
     alpha = np.asarray(Image.open(root / "rgba.png"))[..., 3]
     np.testing.assert_array_equal(np.asarray(results[1])[..., 3], alpha)
 

@@ -6,6 +6,7 @@ between requests (and browser sessions) is the model inside the :class:`~peft_ad
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 import time
@@ -52,6 +53,7 @@ class _Requests:
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="peft-adaptir-demo-"))
+        atexit.register(shutil.rmtree, self.root, True)
 
     def new_folder(self) -> Path:
         now = time.time()
