@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .demo import add_demo_arguments, run_demo
 from .export import add_export_arguments, run_export
 from .output import add_verbosity_argument, cli_output
 from .restore import add_restore_arguments, run_restore
@@ -36,11 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_restore_arguments(restore).set_defaults(handler=run_restore)
     tasks = commands.add_parser("tasks", help="List the named degradation tasks.")
     tasks.set_defaults(handler=run_tasks)
+    demo = commands.add_parser("demo", help="Serve a browser demo (Gradio) of the base model and task adapters.")
+    add_demo_arguments(demo).set_defaults(handler=run_demo)
     router = commands.add_parser("train-router", help="Train a degradation router choosing between adapters.")
     add_train_router_arguments(router).set_defaults(handler=run_train_router)
     export = commands.add_parser("export", help="Export a model with one adapter to ONNX or torch.export.")
     add_export_arguments(export).set_defaults(handler=run_export)
-    for command in (parser, restore, tasks, export, router):
+    for command in (parser, restore, tasks, export, router, demo):
         add_verbosity_argument(command, top_level=command is parser)  # train adds its own
     return parser
 
