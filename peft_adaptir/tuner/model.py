@@ -185,7 +185,7 @@ class AdaptIRModel(BaseTuner):
         return super()._unload_and_optionally_merge(merge=False, **kwargs)
 
     def adaptir_layers(self) -> list[AdaptIRLayer]:
-        """Every AdaptIR layer of the model, in module order; found once, then cached (peft walks all modules per call).
+        """Every AdaptIR layer of the model, in module order; found once, then cached (peft walks every module).
 
         The cache is dropped whenever this tuner injects or removes layers; code that swaps modules by hand calls
         ``_forget_layers()``.
