@@ -134,3 +134,66 @@ def test_blends_refuse_modules_to_save():
     model.add_adapter("noise", AdaptIRConfig(**PLACEMENT["conv"]))
     with pytest.raises(ValueError, match=r"adapter\(s\) \['rain'\]: they carry modules_to_save"):
         model.set_adapter_weights({"rain": 0.5, "noise": 0.5})
+
+
+def _saved_adapters(tmp_path, kind="swin2sr"):
+    """A model with adapter 'rain'; adapters noise and blur of the same shape saved to tmp_path/<name>."""
+    model, x, _ = three_adapters(kind)
+    for name in ("noise", "blur"):
+        model.save_pretrained(tmp_path, selected_adapters=[name])
+    for name in ("noise", "blur"):
+        model.delete_adapter(name)
+    return model, x
+
+
+def test_fast_load_equals_peft_load_and_keeps_the_checks(tmp_path):
+    from peft import PeftModel
+    from safetensors.torch import save_file
+
+    from peft_adaptir import AdapterMismatchError
+    from peft_adaptir.tuner.fast_load import AdapterBank, load_adapter_fast
+
+    model, x = _saved_adapters(tmp_path)
+    peft_path = PeftModel.from_pretrained(build("swin2sr")[0], tmp_path / "noise", adapter_name="noise").eval()
+    expected = output_of(peft_path, x)
+    load_adapter_fast(model, tmp_path / "noise", "noise")
+    assert model.active_adapters == ["rain"]
+    assert not any(p.requires_grad for n, p in model.named_parameters() if ".noise." in n)
+    model.set_adapter("noise", inference_mode=True)  # frozen like peft's: CPU kernels differ in the last bit otherwise
+    assert torch.equal(output_of(model, x), expected)
+
+    bank = AdapterBank(model)
+    bank.add("blur", tmp_path / "blur")
+    mixed = bank(x, ["blur", "noise", "__base__"])
+    torch.testing.assert_close(mixed[1], expected[1], rtol=0, atol=1e-5)  # one sample alone: other batch size
+    assert sorted(bank.names) == ["blur", "noise", "rain"]
+
+    wide = tmp_path / "wide"  # weights of another width under this config: peft's check names the misfit
+    other = get_peft_model(build("swin2sr")[0], AdaptIRConfig(width=8))
+    other.save_pretrained(wide)
+    (wide / "adapter_config.json").write_text((tmp_path / "noise" / "adapter_config.json").read_text())
+    with pytest.raises(AdapterMismatchError, match="shape mismatch"):
+        load_adapter_fast(model, wide, "wide")
+    assert "wide" not in model.peft_config
+    save_file({"x": torch.ones(1)}, tmp_path / "noise" / "adapter_model.safetensors")
+    (tmp_path / "noise" / "adapter_model.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        load_adapter_fast(model, tmp_path / "noise", "broken")
+    assert "broken" not in model.peft_config
+
+
+def test_set_adapter_uses_the_cached_layers_and_keeps_peft_semantics():
+    model, x, _ = three_adapters("token")
+    layers = model.base_model.adaptir_layers()
+    assert layers is model.base_model.adaptir_layers()  # cached
+    model.set_adapter("noise")  # trainable, as in peft
+    assert all(p.requires_grad for n, p in model.named_parameters() if ".noise." in n)
+    assert not any(p.requires_grad for n, p in model.named_parameters() if ".rain." in n)
+    model.set_adapter("blur", inference_mode=True)
+    assert not any(p.requires_grad for p in model.parameters())
+    assert all(layer.active_adapters == ["blur"] for layer in layers)
+    model.base_model.set_adapter(["rain", "blur"])  # several active adapters
+    assert all(layer.active_adapters == ["rain", "blur"] for layer in layers)
+    model.add_adapter("late", AdaptIRConfig(**PLACEMENT["token"]))
+    assert model.base_model.adaptir_layers() == layers  # refreshed after an injection, same layers
+    assert torch.equal(model.unload()(x), build("token")[0](x))

@@ -94,8 +94,19 @@ class AdaptIRLayer(BaseTunerLayer):
         self.blend_weights = blend  # adding an adapter leaves a running blend as it was
 
     def set_adapter(self, adapter_names: str | list[str], inference_mode: bool = False) -> None:
-        """peft's ``set_adapter``; also ends a blend from ``set_adapter_weights`` (each active adapter counts once)."""
-        super().set_adapter(adapter_names, inference_mode=inference_mode)
+        """peft's ``set_adapter``; also ends a blend from ``set_adapter_weights`` (each active adapter counts once).
+
+        Same semantics as peft's (active adapters trainable unless ``inference_mode``, all others frozen), but a
+        parameter's flag is only written when it changes: switching between frozen adapters touches no parameter.
+        """
+        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        for key, branch in self.adaptir_branch.items():
+            flag = key in names and not inference_mode
+            for param in branch.parameters():
+                if param.requires_grad != flag and param.is_leaf:
+                    param.requires_grad_(flag)
+        self._freeze_non_trainable_peft_weights(names)
+        self._active_adapter = names
         self.blend_weights = None
 
     def delete_adapter(self, adapter_name: str) -> None:

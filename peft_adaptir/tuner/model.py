@@ -87,6 +87,7 @@ class AdaptIRModel(BaseTuner):
         **kwargs,
     ) -> None:
         self._check_adapter_name(adapter_name)
+        self._forget_layers()
         if isinstance(target, AdaptIRLayer):
             target.update_layer(adapter_name, config)
             return
@@ -177,6 +178,7 @@ class AdaptIRModel(BaseTuner):
     def _unload_and_optionally_merge(self, merge: bool = True, **kwargs) -> nn.Module:
         if merge:
             self._check_merge_allowed()
+        self._forget_layers()
         for name, module in list(self.model.named_modules()):
             if isinstance(module, AdaptIRLayer):
                 module.remove_hooks()
@@ -184,6 +186,33 @@ class AdaptIRModel(BaseTuner):
                 setattr(self.model.get_submodule(parent_name), child_name, module.get_base_layer())
         # peft's own pass handles the rest (modules_to_save wrappers, the model's peft_config)
         return super()._unload_and_optionally_merge(merge=False, **kwargs)
+
+    def adaptir_layers(self) -> list[AdaptIRLayer]:
+        """Every AdaptIR layer of the model, in module order; found once, then cached (peft walks every module).
+
+        The cache is dropped whenever this tuner injects or removes layers; code that swaps modules by hand calls
+        ``_forget_layers()``.
+        """
+        cached = self.__dict__.get("_layer_cache")
+        if cached is None:
+            cached = [m for m in self.model.modules() if isinstance(m, AdaptIRLayer)]
+            self.__dict__["_layer_cache"] = cached
+        return cached
+
+    def _forget_layers(self) -> None:
+        self.__dict__["_layer_cache"] = None
+
+    def set_adapter(self, adapter_name: str | list[str], inference_mode: bool = False) -> None:
+        """peft's ``set_adapter`` over the cached AdaptIR layers (no walk of the model's modules).
+
+        Models with ``modules_to_save`` take peft's own path, which also switches those copies.
+        """
+        if any(config.modules_to_save for config in self.peft_config.values()):
+            super().set_adapter(adapter_name, inference_mode=inference_mode)
+            return
+        for layer in self.adaptir_layers():
+            layer.set_adapter(adapter_name, inference_mode=inference_mode)
+        self.active_adapter = adapter_name
 
     def set_adapter_weights(self, weights: dict[str, float], inference_mode: bool = True) -> None:
         """Blend adapters exactly: every span adds ``sum_i weights[i] * adapter_i``'s contribution there.
@@ -198,9 +227,8 @@ class AdaptIRModel(BaseTuner):
         checked = check_blend_weights(weights, set(self.peft_config))
         self._check_no_modules_to_save(checked, "set_adapter_weights")
         self.set_adapter(list(checked), inference_mode=inference_mode)
-        for module in self.model.modules():
-            if isinstance(module, AdaptIRLayer):
-                module.blend_weights = dict(checked)
+        for layer in self.adaptir_layers():
+            layer.blend_weights = dict(checked)
 
     def _check_no_modules_to_save(self, names, what: str) -> None:
         owners = sorted(name for name in names if self.peft_config[name].modules_to_save)
