@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     model, router = load_zoo(), resolve_router(None)
-    base_params = sum(p.numel() for p in model.get_base_model().parameters())
+    base_params = sum(p.numel() for n, p in model.get_base_model().named_parameters() if "adaptir_" not in n)
     result = {
         "command": shlex.join(["python", "benchmarks/routing_eval.py", *(sys.argv[1:] if argv is None else argv)]),
         "machine": {"platform": platform.platform(), "threads": args.threads, "torch": torch.__version__},
