@@ -21,7 +21,8 @@ from tiny_models import save_base_and_adapters
 
 from peft_adaptir import load_adapters, load_base_model, restore
 from peft_adaptir.cli import main
-from peft_adaptir.demo import DemoEngine, UnknownTaskError, find_router, load_engine
+from peft_adaptir.demo import DemoEngine, UnknownTaskError, load_engine
+from peft_adaptir.demo.engine import ShippedRouter
 from peft_adaptir.metrics import calculate_psnr
 
 gr = pytest.importorskip("gradio", reason="the demo extra is not installed: pip install -e '.[demo]'")
@@ -186,14 +187,17 @@ def test_engine_offers_auto_only_with_a_router(served):
     assert DemoEngine(reference, router=stub_router).choices[0] == "auto"
 
 
-def test_shipped_router_is_found_when_the_zoo_exists():
-    pytest.importorskip("peft_adaptir.routing", reason="this install has no degradation router (peft_adaptir.routing)")
+def test_shipped_router_is_found_and_auto_equals_restore_auto():
+    """With the shipped zoo, the demo offers ``auto`` and its result is exactly ``restore(..., adapter="auto")``."""
     engine = load_engine()
-    assert find_router(engine.model) is not None, (
-        "peft_adaptir.routing exists but has no route(model, images) -> [(task, probability), ...]: wire the zoo's "
-        "router into peft_adaptir.demo.engine.find_router so the demo offers 'auto'"
-    )
+    assert isinstance(engine.router, ShippedRouter), "the shipped router must fit the shipped adapters"
     assert engine.choices[0] == "auto"
+    photo = Image.fromarray(skimage_data.astronaut()[96:160, 160:240])
+    (result,) = engine.restore([photo], ["auto"])
+    expected, (decision,) = restore(engine.model, [photo], adapter="auto", batch_size=engine.batch_size)
+    assert np.array_equal(np.asarray(result.image), np.asarray(expected[0]))
+    assert result.confidence == pytest.approx(decision.probability)
+    assert result.task in engine.tasks or decision.mode == "soft"
 
 
 def test_space_app_builds_from_its_variables(served, monkeypatch):

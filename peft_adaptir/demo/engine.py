@@ -18,7 +18,7 @@ from torch import nn
 from ..inference.pipeline import restore
 from ..tuner.constants import BASE_ADAPTER_NAME
 
-__all__ = ["AUTO_TASK", "DemoEngine", "Restored", "Router", "UnknownTaskError", "find_router"]
+__all__ = ["AUTO_TASK", "DemoEngine", "Restored", "Router", "ShippedRouter", "UnknownTaskError", "find_router"]
 
 AUTO_TASK = "auto"
 """The task name that lets the router pick an adapter per image (offered only when a router is available)."""
@@ -40,17 +40,38 @@ class Restored:
     confidence: float | None
 
 
-def find_router(model: nn.Module) -> Router | None:
-    """The degradation router for ``model`` if this install has one (``peft_adaptir.routing.route``), else None.
+class ShippedRouter:
+    """The routing package's :class:`~peft_adaptir.routing.router.DegradationRouter` as a demo :data:`Router`.
 
-    ``auto`` is offered only when this returns a router; the routing package is optional at this layer.
+    Called as a ``Router`` it answers the most probable task per image; the engine instead hands ``auto`` images to
+    ``restore(..., adapter_names=[..., "auto", ...], router=...)`` so that the package's own decision applies
+    (a low-confidence image is restored with a soft blend of the top adapters, not just the argmax).
+    """
+
+    def __init__(self, router: nn.Module) -> None:
+        self.router = router
+
+    def __call__(self, model: nn.Module, images: Sequence[Image.Image]) -> list[tuple[str, float]]:
+        from ..data.sources import pil_to_tensor
+        from ..routing.auto import decide
+
+        tensors = [pil_to_tensor(image.convert("RGB")) for image in images]
+        return [(d.task, d.probability) for d in decide(model, self.router, tensors)]
+
+
+def find_router(model: nn.Module) -> Router | None:
+    """The degradation router for ``model`` if this install ships one that fits it, else None.
+
+    ``auto`` is offered only when this returns a router: the shipped router must know exactly the model's adapters
+    and have been trained on its base (``peft_adaptir.routing.auto.check_router``).
     """
     try:
-        routing = importlib.import_module("peft_adaptir.routing")
-    except ImportError:
+        auto = importlib.import_module("peft_adaptir.routing.auto")
+        router = auto.resolve_router(None)
+        auto.check_router(model, router)
+    except (ImportError, FileNotFoundError, ValueError):
         return None
-    route = getattr(routing, "route", None)
-    return route if callable(route) else None
+    return ShippedRouter(router)
 
 
 def _adapter_names(model: nn.Module) -> list[str]:
@@ -102,9 +123,26 @@ class DemoEngine:
             raise ValueError(f"{len(images)} images but {len(tasks)} tasks; give one task per image.")
         tasks = [self.check_task(task) for task in tasks]
         with self._lock:
+            if isinstance(self.router, ShippedRouter) and AUTO_TASK in tasks:
+                return self._restore_auto(images, tasks, tile_size)
             chosen, confidences = self._route(images, tasks)
             restored = self._run(images, chosen, tile_size)
         return [Restored(image, task, conf) for image, task, conf in zip(restored, chosen, confidences)]
+
+    def _restore_auto(self, images: Sequence[Image.Image], tasks: list[str], tile_size: int | None) -> list[Restored]:
+        """``auto`` images decided by the package's router inside ``restore`` (hard, or soft when unsure)."""
+        restored, decisions = restore(
+            self.model, list(images), adapter_names=tasks, router=self.router.router, tile_size=tile_size,
+            batch_size=self.batch_size, progress=True,
+        )  # fmt: skip
+        results = []
+        for image, task, decision in zip(restored, tasks, decisions):
+            if decision is None:
+                results.append(Restored(image, task, None))
+            else:
+                label = decision.task if decision.mode == "hard" else "+".join(decision.weights) or BASE_ADAPTER_NAME
+                results.append(Restored(image, label, float(decision.probability)))
+        return results
 
     def _route(self, images: Sequence[Image.Image], tasks: list[str]) -> tuple[list[str], list[float | None]]:
         """Replace each ``auto`` by the router's task for that image (decided on the whole image, never per tile)."""
