@@ -21,6 +21,7 @@ import torch
 from hub_fixtures import TOKEN, hub, hub_client  # noqa: F401 - fixtures
 from tiny_models import tiny_swin2sr_config
 
+import peft_adaptir
 from peft_adaptir import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +71,8 @@ def tiny_default_base():
 def test_page_snippets_run(page, hub_client, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setattr("peft_adaptir.backbones.default_base.load_default_base", tiny_default_base)
+    # the package's lazy export caches what it resolved: patch it too, so the undo removes the tiny stand-in
+    monkeypatch.setattr(peft_adaptir, "load_default_base", tiny_default_base, raising=False)
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": f"docs_{page}", "__check__": _check}
     blocks = BLOCK.findall((DOCS / page).read_text())
