@@ -207,7 +207,7 @@ def markdown(summary: dict, settings: dict) -> str:
         "Paired differences A - B (same seed, same image), dB, 95% interval, bootstrap p; `tie` when the "
         "interval contains 0:",
         "",
-        "| A - B | task | seeds | PSNR RGB difference [95% CI] | p | verdict | PSNR Y difference [95% CI] | Y verdict |",
+        "| A - B | task | seeds | PSNR RGB diff. [95% CI] | p | verdict | PSNR Y diff. [95% CI] | Y verdict |",
         "|---|---|---:|---|---:|---|---|---|",
     ]
     for key, iv in summary["comparisons"].items():
