@@ -104,8 +104,8 @@ def summarize(rows: dict[str, dict], settings: dict) -> dict:
             out["per_task"][task][arm] = entry
 
     # the mean over tasks: an arm's per-(seed, image) average over the four tasks (only where all four have run)
-    def over_tasks(arm: str) -> dict[int, dict[str, float]]:
-        per = [samples(rows, settings, arm, t, steps) for t in tasks]
+    def over_tasks(arm: str, metric: str = "psnr_rgb") -> dict[int, dict[str, float]]:
+        per = [samples(rows, settings, arm, t, steps, metric) for t in tasks]
         seeds = set.intersection(*(set(p) for p in per)) if all(per) else set()
         if arm in ("input", "base"):
             return {s: {n: statistics.fmean(p[0][n] for p in per) for n in names} for s in seeds}
@@ -115,26 +115,36 @@ def summarize(rows: dict[str, dict], settings: dict) -> dict:
         s = over_tasks(arm)
         if s:
             out["mean_over_tasks"][arm] = bootstrap(table_of(s, names), groups).as_dict()
+
+    def compare(a: str, b: str, task: str) -> None:
+        """``A - B`` on ``task`` (or the mean over tasks), PSNR RGB and, under ``y``, PSNR Y."""
+        result = {}
+        for metric in ("psnr_rgb", "psnr_y"):
+            if task == "mean":
+                sa, sb = over_tasks(a, metric), over_tasks(b, metric)
+            else:
+                sa, sb = (
+                    samples(rows, settings, a, task, steps, metric),
+                    samples(rows, settings, b, task, steps, metric),
+                )
+            iv = paired(sa, sb, names, groups) if sa and sb else None
+            if iv is None:
+                return
+            result[metric] = iv.as_dict()
+        out["comparisons"][f"{a} - {b} | {task}"] = {**result["psnr_rgb"], "y": result["psnr_y"]}
+
     for a in CHALLENGERS:
         for b in OTHERS:
-            if a == b:
-                continue
+            if a == b or (b in CHALLENGERS and CHALLENGERS.index(b) > CHALLENGERS.index(a)):
+                continue  # each pair once, the later challenger first
             for task in [*tasks, "mean"]:
-                sa = over_tasks(a) if task == "mean" else samples(rows, settings, a, task, steps)
-                sb = over_tasks(b) if task == "mean" else samples(rows, settings, b, task, steps)
-                iv = paired(sa, sb, names, groups) if sa and sb else None
-                if iv is not None:
-                    out["comparisons"][f"{a} - {b} | {task}"] = iv.as_dict()
+                compare(a, b, task)
     for task in tasks:  # low-light investigation and extra arms: against full fine-tuning and AdaptIR sum
         for extra, extra_tasks in settings["extra"]:
-            if task not in extra_tasks:
-                continue
-            for a in extra:
-                for b in ("full", "adaptir-sum", "sum-w3-lastconv"):
-                    sa, sb = samples(rows, settings, a, task, steps), samples(rows, settings, b, task, steps)
-                    iv = paired(sa, sb, names, groups) if sa and sb and a != b else None
-                    if iv is not None:
-                        out["comparisons"][f"{a} - {b} | {task}"] = iv.as_dict()
+            if task in extra_tasks:
+                for a in extra:
+                    for b in ("full", "adaptir-sum", "sum-w3-lastconv"):
+                        compare(a, b, task)
     curve_steps = sorted({steps, *(c[0] for c in settings["curve"])})
     for task in tasks:
         for arm in settings["arms"]:
@@ -197,16 +207,17 @@ def markdown(summary: dict, settings: dict) -> str:
         "Paired differences A - B (same seed, same image), dB, 95% interval, bootstrap p; `tie` when the "
         "interval contains 0:",
         "",
-        "| A - B | task | seeds | difference [95% CI] | p | verdict |",
-        "|---|---|---:|---|---:|---|",
+        "| A - B | task | seeds | PSNR RGB diff. [95% CI] | p | verdict | PSNR Y diff. [95% CI] | Y verdict |",
+        "|---|---|---:|---|---:|---|---|---|",
     ]
     for key, iv in summary["comparisons"].items():
         pair, task = key.split(" | ")
         a, b = pair.split(" - ")
-        label = f"{ARM_LABELS.get(a, a)} - {ARM_LABELS.get(b, b)}"
+        label, y = f"{ARM_LABELS.get(a, a)} - {ARM_LABELS.get(b, b)}", iv["y"]
         lines.append(
             f"| {label} | {task} | {iv['seeds']} | {iv['mean']:+.2f} [{iv['low']:+.2f}, {iv['high']:+.2f}] "
-            f"| {iv['p']:.3f} | {iv['verdict']} |"
+            f"| {iv['p']:.3f} | {iv['verdict']} | {y['mean']:+.2f} [{y['low']:+.2f}, {y['high']:+.2f}] "
+            f"| {y['verdict']} |"
         )
     if summary["budget"]:
         lines += [

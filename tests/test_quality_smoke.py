@@ -102,22 +102,17 @@ def test_study_smoke_resumes_chooses_lr_on_validation_and_reports(tmp_path, monk
         assert (tmp_path / name).stat().st_size > 0, name
 
 
-def test_bootstrap_interval_separates_a_real_difference_from_noise():
+def test_bootstrap_interval_separates_a_real_difference_from_noise(monkeypatch):
     import numpy as np
 
-    sys.path.insert(0, str(BENCHMARKS))
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
     from quality_stats import bootstrap
 
     rng = np.random.default_rng(0)
-    groups = [f"photo{i // 2}" for i in range(16)]
+    groups = [f"photo{i // 2}" for i in range(16)]  # two crops per photo: photos are resampled whole
     shifted = bootstrap(0.5 + 0.1 * rng.standard_normal((3, 16)), groups)
     assert shifted.verdict == "better" and shifted.low > 0.3 and shifted.p < 0.01
+    assert shifted.seeds == 3 and shifted.images == 16 and shifted.photos == 8
     noise = bootstrap(rng.standard_normal((3, 16)), groups)
     assert noise.verdict == "tie" and noise.low < 0 < noise.high
-    assert bootstrap(-shifted_table(), groups).verdict == "worse"
-
-
-def shifted_table():
-    import numpy as np
-
-    return np.full((2, 16), 0.2) + np.linspace(-0.01, 0.01, 16)
+    assert bootstrap(-0.2 + 0.01 * rng.standard_normal((2, 16)), groups).verdict == "worse"
