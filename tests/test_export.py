@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 import torch
 from skimage import data as skimage_data
+from tiny_models import max_relative_error as _rel
 from tiny_models import save_base_and_adapters
 
 pytest.importorskip("onnxruntime", reason="pip install 'peft-adaptir[export]'")
 pytest.importorskip("onnxscript", reason="pip install 'peft-adaptir[export]'")
+
 
 from peft_adaptir import load_adapters, load_base_model, restore  # noqa: E402
 from peft_adaptir.cli import main  # noqa: E402
@@ -30,11 +32,6 @@ from peft_adaptir.export.onnx_restorer import OnnxRestorer, restore_onnx  # noqa
 from peft_adaptir.tuner.branch import FrequencyAffine  # noqa: E402
 
 TILE = 16
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().double(), b.detach().double()
-    return float((a - b).abs().max() / b.abs().max())
 
 
 @pytest.fixture(scope="module")

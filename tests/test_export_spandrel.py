@@ -19,6 +19,7 @@ pytest.importorskip("onnxscript", reason="pip install 'peft-adaptir[export]'")
 
 from peft import get_peft_model  # noqa: E402
 from spandrel.architectures.NAFNet import NAFNet  # noqa: E402
+from tiny_models import max_relative_error as _rel  # noqa: E402
 
 from peft_adaptir import restore  # noqa: E402
 from peft_adaptir.backbones.spandrel_loader import adaptir_config_for, base_model_from_checkpoint  # noqa: E402
@@ -30,11 +31,6 @@ from peft_adaptir.export.onnx_restorer import restore_onnx  # noqa: E402
 from peft_adaptir.tuner.branch import FrequencyAffine  # noqa: E402
 
 TILE = 16
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().double(), b.detach().double()
-    return float((a - b).abs().max() / b.abs().max())
 
 
 @pytest.fixture(scope="module")

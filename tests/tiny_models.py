@@ -187,3 +187,9 @@ def save_base_and_adapters(root, tasks) -> None:
         model = get_peft_model(Swin2SRForImageSuperResolution.from_pretrained(root / "base"), AdaptIRConfig())
         perturb(model, seed=seed, scale=0.5)
         model.save_pretrained(root / task)
+
+
+def max_relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b|, in float64."""
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).abs().max() / b.abs().max())

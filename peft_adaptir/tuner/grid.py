@@ -16,8 +16,9 @@ from torch import nn
 from .call_state import slot_get, slot_set
 
 
-class InputSizeRecorder:
-    """Remembers the spatial size (H, W) of the last image a model was called with in this thread (a pre-hook)."""
+class _PerThreadSize:
+    """A ``size`` attribute, (H, W) or None, kept per thread (see ``call_state``): threads sharing a model each see
+    their own."""
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -27,12 +28,16 @@ class InputSizeRecorder:
     def size(self, value: tuple[int, int] | None) -> None:
         slot_set(self, value)
 
+
+class InputSizeRecorder(_PerThreadSize):
+    """Remembers the spatial size (H, W) of the last image a model was called with in this thread (a pre-hook)."""
+
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         images = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor) and v.dim() == 4]
         self.size = (int(images[0].shape[-2]), int(images[0].shape[-1])) if images else None
 
 
-class BlockGridCapture:
+class BlockGridCapture(_PerThreadSize):
     """A forward pre-hook that reads (H, W) from one argument of a block's forward, by name or position.
 
     ``size`` is per thread (see ``call_state``), so threads sharing a model each see their own grid.
@@ -41,14 +46,6 @@ class BlockGridCapture:
     def __init__(self, block: nn.Module, argument: str) -> None:
         self.argument = argument
         self.signature = inspect.signature(block.forward)
-
-    @property
-    def size(self) -> tuple[int, int] | None:
-        return slot_get(self)
-
-    @size.setter
-    def size(self, value: tuple[int, int] | None) -> None:
-        slot_set(self, value)
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         bound = self.signature.bind_partial(*args, **kwargs).arguments
