@@ -62,6 +62,8 @@ def _check(expected: str, *values) -> None:
 
 # pages whose snippets use the shipped task adapters, trained for the real embedded base (small enough to run as is)
 REAL_BASE_PAGES = {"blind.md"}
+# pages whose snippets need an optional extra: skipped with the install hint where it is missing
+PAGE_EXTRAS = {"deploy.md": ("export", ("onnx", "onnxscript", "onnxruntime")), "demo.md": ("demo", ("gradio",))}
 
 
 def tiny_default_base():
@@ -73,6 +75,9 @@ def tiny_default_base():
 
 @pytest.mark.parametrize("page", PAGES)
 def test_page_snippets_run(page, hub_client, tmp_path, monkeypatch):  # noqa: F811
+    extra, modules = PAGE_EXTRAS.get(page, ("", ()))
+    for module in modules:
+        pytest.importorskip(module, reason=f"docs/{page} needs the {extra} extra: pip install -e '.[{extra}]'")
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     # the package's lazy export caches what it resolves: patch it too (first, so that what the undo puts back is the
     # real function, not the stand-in below)
