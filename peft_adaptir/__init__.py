@@ -67,6 +67,10 @@ _LAZY_EXPORTS: dict[str, str] = {
     # export (onnx, onnxscript and onnxruntime are imported only when used)
     "export_model": "export.exporter",
     "restore_onnx": "export.onnx_restorer",
+    # hot-swap under torch.compile
+    "prepare_hotswap": "tuner.hotswap",
+    "hotswap_adapter": "tuner.hotswap",
+    "HotswapError": "tuner.hotswap",
 }
 
 if TYPE_CHECKING:
@@ -86,6 +90,7 @@ if TYPE_CHECKING:
     from .training.config import TrainingConfig
     from .training.loop import TrainingDivergedError, TrainingResult, train
     from .training.optim import adapter_optimizer
+    from .tuner.hotswap import HotswapError, hotswap_adapter, prepare_hotswap
 
 
 def __getattr__(name: str) -> Any:
@@ -135,6 +140,9 @@ __all__ = [
     "AdapterHubError",
     "export_model",
     "restore_onnx",
+    "prepare_hotswap",
+    "hotswap_adapter",
+    "HotswapError",
     "load_zoo",
     "DegradationRouter",
 ]
