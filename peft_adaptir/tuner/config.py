@@ -94,8 +94,8 @@ class AdaptIRConfig(PeftConfig):
     fusion: str = field(
         default="sum",
         metadata={
-            "help": "'sum' (the paper's first version; the default: ahead in docs/benchmarks.md) or 'gated' (the "
-            "authors' released code)."
+            "help": "'sum' (the paper's first version; the default: ahead on low light in docs/benchmarks.md) or "
+            "'gated' (the authors' released code)."
         },
     )
     branches: list[str] | str = field(
