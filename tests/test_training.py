@@ -8,8 +8,9 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from tiny_models import tiny_swin2sr_config
-from transformers import Swin2SRForImageSuperResolution
+from training_fixtures import base_dir, fresh_accelerate_state  # noqa: F401 (fixtures)
+from training_fixtures import new_process_state as _new_process_state
+from training_fixtures import tiny_training_base as _tiny_swin2sr
 
 import peft_adaptir  # noqa: F401 - registers AdaptIR with peft
 from peft_adaptir.backbones.loading import load_base_model
@@ -18,37 +19,6 @@ from peft_adaptir.training import loop as training
 from peft_adaptir.training.checkpoints import latest_checkpoint, read_trainer_state
 from peft_adaptir.training.datasets import check_batch, check_model_fits
 from peft_adaptir.training.loop import TrainingConfig, TrainingDivergedError, train
-
-
-def _tiny_swin2sr(**overrides) -> Swin2SRForImageSuperResolution:
-    torch.manual_seed(0)
-    config = tiny_swin2sr_config(**{"depths": [2], "num_heads": [2], **overrides})
-    return Swin2SRForImageSuperResolution(config).eval()
-
-
-@pytest.fixture(scope="module")
-def base_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_base")
-    _tiny_swin2sr().save_pretrained(path)
-    return path
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """One thread (2 shared cores) and a clean Accelerate singleton per test, as a new process would have."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    _new_process_state()
-
-
-def _new_process_state() -> None:
-    """Forget Accelerate's process-wide singletons, as a fresh process (a restarted run) would."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 def _small_config(output_dir, **overrides) -> TrainingConfig:

@@ -18,8 +18,8 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from tiny_models import tiny_swin2sr_config
-from transformers import Swin2SRForImageSuperResolution
+from training_fixtures import base_dir, fresh_accelerate_state, new_process_state  # noqa: F401 (fixtures)
+from training_fixtures import tiny_training_base as _tiny_swin2sr
 
 import peft_adaptir  # noqa: F401 - registers AdaptIR with peft
 from peft_adaptir.backbones.loading import load_base_model
@@ -30,31 +30,6 @@ from peft_adaptir.training.checkpoints import latest_checkpoint, read_trainer_st
 from peft_adaptir.training.loop import TrainingConfig, train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _tiny_swin2sr(seed: int = 0) -> Swin2SRForImageSuperResolution:
-    torch.manual_seed(seed)
-    return Swin2SRForImageSuperResolution(tiny_swin2sr_config(depths=[2], num_heads=[2])).eval()
-
-
-@pytest.fixture(scope="module")
-def base_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_base")
-    _tiny_swin2sr().save_pretrained(path)
-    return path
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """One thread and a clean Accelerate singleton per test, as a new process would have."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 def _config(output_dir, **overrides) -> TrainingConfig:
@@ -69,10 +44,7 @@ def _weights(folder) -> dict[str, torch.Tensor]:
 
 
 def _train(base_dir, config):
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    new_process_state()
     return train(load_base_model(str(base_dir)), config)
 
 
