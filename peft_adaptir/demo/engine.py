@@ -1,14 +1,13 @@
 """The demo's model: one shared restorer, the task chosen per image and per request, nothing kept between requests.
 
 Requests never change the model: each call routes its images through peft's mixed-batch ``adapter_names=`` path (no
-``set_adapter``), and a lock runs one ``restore`` at a time, because peft's forward hooks and the tuner's per-layer
-routing state are per model, not per call (two overlapping forwards would see each other's adapter names).
+``set_adapter``). Overlapping requests are safe because ``restore()`` is: AdaptIR routing lives in each thread's call
+state, and models of other peft methods take turns on ``restore()``'s own per-model lock (``inference/sharing.py``).
 """
 
 from __future__ import annotations
 
 import importlib
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -92,7 +91,6 @@ class DemoEngine:
         self.model = model.eval()
         self.router = router
         self.batch_size = batch_size
-        self._lock = threading.Lock()
 
     @property
     def tasks(self) -> list[str]:
@@ -122,11 +120,10 @@ class DemoEngine:
         if len(images) != len(tasks):
             raise ValueError(f"{len(images)} images but {len(tasks)} tasks; give one task per image.")
         tasks = [self.check_task(task) for task in tasks]
-        with self._lock:
-            if isinstance(self.router, ShippedRouter) and AUTO_TASK in tasks:
-                return self._restore_auto(images, tasks, tile_size)
-            chosen, confidences = self._route(images, tasks)
-            restored = self._run(images, chosen, tile_size)
+        if isinstance(self.router, ShippedRouter) and AUTO_TASK in tasks:
+            return self._restore_auto(images, tasks, tile_size)
+        chosen, confidences = self._route(images, tasks)
+        restored = self._run(images, chosen, tile_size)
         return [Restored(image, task, conf) for image, task, conf in zip(restored, chosen, confidences)]
 
     def _restore_auto(self, images: Sequence[Image.Image], tasks: list[str], tile_size: int | None) -> list[Restored]:
