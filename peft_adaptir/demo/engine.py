@@ -16,6 +16,7 @@ from torch import nn
 
 from ..inference.pipeline import restore
 from ..tuner.constants import BASE_ADAPTER_NAME
+from ..tuner.model import adapter_names_of
 
 __all__ = ["AUTO_TASK", "DemoEngine", "Restored", "Router", "ShippedRouter", "UnknownTaskError", "find_router"]
 
@@ -73,11 +74,6 @@ def find_router(model: nn.Module) -> Router | None:
     return ShippedRouter(router)
 
 
-def _adapter_names(model: nn.Module) -> list[str]:
-    config = getattr(model, "peft_config", None)
-    return list(config) if isinstance(config, dict) else []
-
-
 class DemoEngine:
     """A restorer shared by every request of the demo.
 
@@ -95,7 +91,7 @@ class DemoEngine:
     @property
     def tasks(self) -> list[str]:
         """The loaded adapters (one per task), then ``__base__`` (the base model without adapter)."""
-        return [*_adapter_names(self.model), BASE_ADAPTER_NAME]
+        return [*adapter_names_of(self.model), BASE_ADAPTER_NAME]
 
     @property
     def choices(self) -> list[str]:
@@ -154,7 +150,7 @@ class DemoEngine:
     def _run(self, images: Sequence[Image.Image], tasks: list[str], tile_size: int | None) -> list[Image.Image]:
         if not images:
             return []
-        if not _adapter_names(self.model):  # a plain base model: every task is __base__
+        if not adapter_names_of(self.model):  # a plain base model: every task is __base__
             return restore(self.model, list(images), tile_size=tile_size, batch_size=self.batch_size, progress=True)
         return restore(
             self.model, list(images), adapter_names=tasks, tile_size=tile_size, batch_size=self.batch_size,

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..tuner.constants import BASE_ADAPTER_NAME
+from ..tuner.model import adapter_names_of
 from .features import FEATURE_KIND, ShallowFeatures, base_fingerprint
 from .router import DegradationRouter
 
@@ -76,14 +77,9 @@ class Decision:
         return f"soft: {blend} (top {self.task} p={self.probability:.2f})"
 
 
-def _adapter_names(model: nn.Module) -> list[str]:
-    config = getattr(model, "peft_config", None)
-    return list(config) if isinstance(config, dict) else []
-
-
 def check_router(model: nn.Module, router: DegradationRouter) -> None:
     """Errors naming the problem when ``router`` was not trained for ``model``'s adapters or base."""
-    loaded = _adapter_names(model)
+    loaded = adapter_names_of(model)
     missing = [name for name in router.config.tasks if name not in loaded]
     if missing:
         raise ValueError(
@@ -191,7 +187,7 @@ def auto_routes(
         raise ValueError(
             f"adapter_names has {len(names)} names but {len(images)} images were given; pass one per image."
         )
-    loaded = _adapter_names(model)
+    loaded = adapter_names_of(model)
     if not loaded:
         raise ValueError(
             f"adapter='auto' needs a model holding task adapters, got {type(model).__name__} without any; use "

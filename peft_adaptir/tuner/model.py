@@ -50,6 +50,12 @@ def _route_modules_to_save(module: ModulesToSaveWrapper, args: tuple, kwargs: di
     return args, {**kwargs, "adapter_names": routed}
 
 
+def adapter_names_of(model: nn.Module) -> list[str]:
+    """The names of the adapters loaded in a peft model, in loading order; [] for a model without adapters."""
+    config = getattr(model, "peft_config", None)
+    return list(config) if isinstance(config, dict) else []
+
+
 class AdaptIRModel(BaseTuner):
     """Injects AdaptIR branches next to the FFNs of a model. Created by ``peft.get_peft_model``; see AdaptIRConfig."""
 
