@@ -159,9 +159,20 @@ def chosen_lr(arm: str, task: str, steps: int, rows: dict[str, dict], settings: 
     return max(scored)[1]
 
 
+def base_fingerprint(base_path: str) -> str:
+    """Hash of the base model's files (config and weights): the same base under another path (a new checkout, a
+    worktree) keeps its results, another base does not."""
+    digest = hashlib.sha1()
+    for file in sorted(Path(base_path).iterdir()):
+        if file.is_file():
+            digest.update(file.name.encode() + file.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def settings_id(settings: dict) -> str:
     """Fingerprint of what every run shares (not the plan): results of different settings are never mixed."""
-    shared = {k: settings[k] for k in ("base_path", "batch_size", "patch_size", "lora_rank", "eval_set", "val_set")}
+    shared = {k: settings[k] for k in ("base_fingerprint", "batch_size", "patch_size", "lora_rank", "eval_set",
+                                       "val_set")}  # fmt: skip
     return hashlib.sha1(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -345,6 +356,7 @@ def prepare(args: argparse.Namespace) -> tuple[dict, list[Spec], Path]:
     val_items = images.validation_items(settings["val_crop"])
     settings.update(
         base_path=base_path,
+        base_fingerprint=base_fingerprint(base_path),
         base_description=base_desc,
         lora_rank=lora_rank,
         device=args.device,

@@ -15,7 +15,7 @@ from peft_adaptir.data.sources import SKIMAGE_HELDOUT
 from peft_adaptir.inference.pipeline import restore
 from peft_adaptir.metrics import psnr_batch
 from peft_adaptir.routing.auto import decide
-from peft_adaptir.routing.features import ShallowFeatures, base_fingerprint
+from peft_adaptir.routing.features import DegradationStatistics, base_fingerprint
 from peft_adaptir.routing.router import DegradationRouter, RouterConfig
 from peft_adaptir.routing.train import evaluate_router, router_photos, train_router
 from peft_adaptir.routing.zoo import ZOO_TASKS, load_zoo, shipped_tasks
@@ -38,7 +38,7 @@ def photo() -> torch.Tensor:
 
 def forced_router(model, probabilities: list[float], classes: list[str]) -> DegradationRouter:
     """A router that gives every image ``probabilities`` (zero weights, log-probabilities as the output bias)."""
-    extractor = ShallowFeatures(model)
+    extractor = DegradationStatistics()
     router = DegradationRouter(
         RouterConfig(classes=classes, in_features=extractor.dim, base_fingerprint=base_fingerprint(model))
     )
@@ -146,6 +146,6 @@ def test_router_save_load_round_trip(zoo_pair, photo, tmp_path):
         router.out.weight.normal_(generator=torch.Generator().manual_seed(1))
     router.save_pretrained(tmp_path / "router")
     loaded = DegradationRouter.from_pretrained(tmp_path / "router")
-    features = ShallowFeatures(zoo_pair)([photo, photo.flip(-2)])
+    features = DegradationStatistics()([photo, photo.flip(-2)])
     assert loaded.classes == router.classes
     assert torch.equal(loaded.probabilities(features), router.probabilities(features))

@@ -197,3 +197,50 @@ def test_set_adapter_uses_the_cached_layers_and_keeps_peft_semantics():
     model.add_adapter("late", AdaptIRConfig(**PLACEMENT["token"]))
     assert model.base_model.adaptir_layers() == layers  # refreshed after an injection, same layers
     assert torch.equal(model.unload()(x), build("token")[0](x))
+
+
+@pytest.mark.parametrize("dtype,autocast", [(torch.float32, True), (torch.bfloat16, True), (torch.bfloat16, False)])
+def test_fast_load_gives_the_state_and_modes_of_peft_load(tmp_path, dtype, autocast):
+    """Same tensors (value, dtype, device), same train/eval mode, trainable on request, saved back bit for bit."""
+    from peft_adaptir.tuner.fast_load import load_adapter_fast
+
+    _saved_adapters(tmp_path)
+
+    def half_base_model():  # autocast_adapter_dtype: the adapter stays float32 on a half base; else in its dtype
+        config = AdaptIRConfig(**PLACEMENT["swin2sr"])
+        base = build("swin2sr")[0].to(dtype)
+        return get_peft_model(base, config, "rain", autocast_adapter_dtype=autocast).train()
+
+    model, peft_path = half_base_model(), half_base_model()  # training models: new branches follow their mode
+    peft_path.load_adapter(tmp_path / "noise", "noise", autocast_adapter_dtype=autocast)
+    expected_dtype = torch.float32 if autocast else dtype
+    load_adapter_fast(model, tmp_path / "noise", "noise")
+    fast = {n: t for n, t in model.state_dict().items() if ".noise." in n}
+    slow = {n: t for n, t in peft_path.state_dict().items() if ".noise." in n}
+    assert fast.keys() == slow.keys() and fast
+    for name, tensor in fast.items():
+        assert tensor.dtype == slow[name].dtype and torch.equal(tensor, slow[name]), name
+        assert tensor.dtype == expected_dtype or not tensor.is_floating_point()
+    layers = model.base_model.adaptir_layers()
+    assert all(layer.adaptir_branch["noise"].training for layer in layers)
+    assert all(m.training for layer in layers for m in layer.adaptir_branch["noise"].modules())
+    model.set_adapter("noise")  # trainable, as after peft's load
+    assert all(p.requires_grad for n, p in model.named_parameters() if ".noise." in n)
+    model.save_pretrained(tmp_path / "again", selected_adapters=["noise"])
+    from safetensors.torch import load_file
+
+    again = load_file(tmp_path / "again" / "noise" / "adapter_model.safetensors")
+    original = load_file(tmp_path / "noise" / "adapter_model.safetensors")
+    assert again.keys() == original.keys()
+    assert all(torch.equal(again[k], original[k].to(again[k].dtype)) for k in again)  # bf16: once rounded, as peft
+
+def test_set_adapter_sees_a_parameter_replaced_in_place():
+    """The cached module lists read parameters at each call: a replaced parameter still gets its flag."""
+    model, _, _ = three_adapters("token")
+    model.set_adapter("rain", inference_mode=True)
+    branch = model.base_model.adaptir_layers()[0].adaptir_branch["noise"]
+    branch.down.weight = torch.nn.Parameter(branch.down.weight.detach().clone(), requires_grad=False)
+    model.set_adapter("noise")
+    assert branch.down.weight.requires_grad
+    model.set_adapter("rain")
+    assert not branch.down.weight.requires_grad

@@ -1,7 +1,7 @@
 """``adapter="auto"``: the router decides, once per image, which adapter (or blend of adapters) restores it.
 
-Per image (never per tile, so tiled images get no seams), the router reads the base's pooled shallow features of the
-whole image and gives a probability per class (the adapters and ``"__base__"`` for clean):
+Per image (never per tile, so tiled images get no seams), the router reads 14 degradation statistics of the whole
+image (``features.py``) and gives a probability per class (the adapters and ``"__base__"`` for clean):
 
 * ``hard``: the most probable class, run through peft's mixed-batch path (``adapter_names=``), so images needing
   different adapters still share a batch. If its probability is below ``min_confidence``, the image falls back to
@@ -24,7 +24,7 @@ from torch import nn
 
 from ..tuner.constants import BASE_ADAPTER_NAME
 from ..tuner.model import adapter_names_of
-from .features import FEATURE_KIND, ShallowFeatures, base_fingerprint
+from .features import FEATURE_KIND, DegradationStatistics, base_fingerprint
 from .router import DegradationRouter
 
 __all__ = [
@@ -95,8 +95,8 @@ def check_router(model: nn.Module, router: DegradationRouter) -> None:
     expected = router.config.base_fingerprint
     if expected and expected != base_fingerprint(model):
         raise ValueError(
-            "The router was trained on another base model (its first convolution differs): its features would mean "
-            "nothing here. Use the router trained with this base, or train one (`peft-adaptir train-router --base`)."
+            "The router was trained for the adapters of another base model (its first convolution differs). Use the "
+            "router trained with this base, or train one (`peft-adaptir train-router --base`)."
         )
 
 
@@ -135,7 +135,7 @@ def decide(
     check_router(model, router)
     if not images:
         return []
-    features = ShallowFeatures(model, max_side=router.config.max_side)(list(images))
+    features = DegradationStatistics(max_side=router.config.max_side)(list(images))
     probabilities = router.probabilities(features.to(router.feature_mean.device))
     decisions = []
     for row in probabilities.cpu().tolist():

@@ -1,4 +1,4 @@
-"""The degradation router: a 2-layer MLP over the base's pooled shallow features, one class per adapter plus clean.
+"""The degradation router: a 2-layer MLP over 14 degradation statistics, one class per adapter plus clean.
 
 Saved like an adapter: ``router.safetensors`` (weights and the feature normalisation) and ``router_config.json``
 (classes, sizes, feature recipe, the fingerprint of the base it was trained on), loadable from a folder or a Hub repo
@@ -147,8 +147,9 @@ def router_card(config: RouterConfig) -> str:
     lines = [
         "---", "library_name: peft-adaptir", "tags:", "- adaptir", "- degradation-router", "---", "",
         "# AdaptIR degradation router", "",
-        f"A 2-layer MLP ({config.in_features} -> {config.hidden} -> {len(config.classes)}, GELU) over the base's "
-        f"pooled shallow features (`{config.feature_kind}`, centre crop of at most {config.max_side} px), choosing "
+        f"A 2-layer MLP ({config.in_features} -> {config.hidden} -> {len(config.classes)}, GELU) over "
+        f"{config.in_features} degradation statistics (`{config.feature_kind}`, centre crop of at most "
+        f"{config.max_side} px), choosing "
         f"between {', '.join(f'`{name}`' for name in config.classes)} (`__base__`: clean, no adapter). "
         f"{info.get('parameters', '?')} parameters. Base fingerprint `{config.base_fingerprint}`.", "",
     ]  # fmt: skip

@@ -1,4 +1,4 @@
-"""Training the degradation router: degraded crops of clean photos -> the base's shallow features -> an MLP.
+"""Training the degradation router: degraded crops of clean photos -> degradation statistics -> an MLP.
 
 Every class is a degradation preset named like the adapter that undoes it (``"denoise-50"``), or ``"__base__"`` for
 clean crops; adapters with other names take their preset from ``degradations={"my-adapter": "jpeg-q20"}`` (or any
@@ -19,7 +19,7 @@ from ..data.degradations import get_task, get_task_spec
 from ..data.pairs import dihedral, mix_seed
 from ..data.sources import SKIMAGE_TRAIN, _skimage_photo, pil_to_tensor
 from ..tuner.constants import BASE_ADAPTER_NAME
-from .features import FEATURE_KIND, ShallowFeatures, base_fingerprint
+from .features import FEATURE_KIND, DegradationStatistics, base_fingerprint
 from .router import DegradationRouter, RouterConfig
 
 __all__ = [
@@ -77,7 +77,7 @@ def _degradations(classes: Sequence[str], degradations: Mapping[str, str | _Degr
 
 
 def router_examples(
-    features: ShallowFeatures,
+    features: DegradationStatistics,
     classes: Sequence[str],
     photos: Sequence[torch.Tensor],
     crops_per_photo: int,
@@ -133,7 +133,7 @@ def train_router(
     """
     classes = list(router_classes(model) if classes is None else classes)
     photos = router_photos() if photos is None else list(photos)
-    extractor = ShallowFeatures(model, max_side=max_side)
+    extractor = DegradationStatistics(max_side=max_side)
     feats, labels = router_examples(extractor, classes, photos, crops_per_photo, seed, degradations, crop_sizes)
     config = RouterConfig(
         classes=classes, in_features=extractor.dim, hidden=hidden, feature_kind=FEATURE_KIND,
@@ -172,7 +172,7 @@ def evaluate_router(
     crop_sizes: Sequence[int] = EVAL_CROP_SIZES,
 ) -> tuple[float, torch.Tensor]:
     """(accuracy, ``(K, K)`` confusion matrix) on degraded crops of ``photos`` (use photos it never saw)."""
-    extractor = ShallowFeatures(model, max_side=router.config.max_side)
+    extractor = DegradationStatistics(max_side=router.config.max_side)
     feats, labels = router_examples(extractor, router.classes, photos, crops_per_photo, seed, degradations, crop_sizes)
     matrix = confusion(router, feats, labels)
     return matrix.diag().sum().item() / matrix.sum().item(), matrix

@@ -68,6 +68,17 @@ class AdaptIRLayer(BaseTunerLayer):
 
     def update_layer(self, adapter_name: str, config: AdaptIRConfig) -> None:
         """Add a freshly initialised branch for ``adapter_name`` (on the base layer's device and dtype)."""
+        branch = self.new_branch(config)
+        self.adaptir_branch[adapter_name] = branch
+        self.adaptir_scale[adapter_name] = config.scale
+        # peft's helper: the base layer's device and float dtype; skipped for weights still on the meta device
+        self._move_adapter_to_device_of_base_layer(adapter_name)
+        blend = self.blend_weights
+        self.set_adapter(self.active_adapters)
+        self.blend_weights = blend  # adding an adapter leaves a running blend as it was
+
+    def new_branch(self, config: AdaptIRConfig) -> AdaptIRBranch:
+        """A branch of ``config``'s shape for this span, initialised as ``config`` says, on the current device."""
         if config.width is not None and config.width > self.in_channels:
             raise ValueError(
                 f"width={config.width} is above the {self.in_channels} channels the adapter reads at {self.where}: "
@@ -75,7 +86,7 @@ class AdaptIRLayer(BaseTunerLayer):
                 f"{self.in_channels} (None: {self.in_channels} // reduction)."
             )
         width = resolve_width(self.in_channels, config.width, config.reduction, config.min_width)
-        branch = AdaptIRBranch(
+        return AdaptIRBranch(
             self.in_channels,
             width,
             rank=config.rank,
@@ -85,13 +96,6 @@ class AdaptIRLayer(BaseTunerLayer):
             init_weights=config.init_weights,
             out_channels=self.out_channels,
         )
-        self.adaptir_branch[adapter_name] = branch
-        self.adaptir_scale[adapter_name] = config.scale
-        # peft's helper: the base layer's device and float dtype; skipped for weights still on the meta device
-        self._move_adapter_to_device_of_base_layer(adapter_name)
-        blend = self.blend_weights
-        self.set_adapter(self.active_adapters)
-        self.blend_weights = blend  # adding an adapter leaves a running blend as it was
 
     def set_adapter(self, adapter_names: str | list[str], inference_mode: bool = False) -> None:
         """peft's ``set_adapter``; also ends a blend from ``set_adapter_weights`` (each active adapter counts once).
@@ -102,12 +106,28 @@ class AdaptIRLayer(BaseTunerLayer):
         names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
         for key, branch in self.adaptir_branch.items():
             flag = key in names and not inference_mode
-            for param in branch.parameters():
-                if param.requires_grad != flag and param.is_leaf:
-                    param.requires_grad_(flag)
+            for parameters in self._parameter_dicts_of(key, branch):
+                for param in parameters.values():
+                    if param is not None and param.requires_grad != flag and param.is_leaf:
+                        param.requires_grad_(flag)
         self._freeze_non_trainable_peft_weights(names)
-        self._active_adapter = names
-        self.blend_weights = None
+        # plain attributes: skip nn.Module.__setattr__'s checks for parameters and modules (24 spans: ~0.1 ms)
+        object.__setattr__(self, "_active_adapter", names)
+        object.__setattr__(self, "blend_weights", None)
+
+    def _parameter_dicts_of(self, adapter_name: str, branch: nn.Module) -> tuple[dict, ...]:
+        """The ``_parameters`` dicts of ``branch``'s sub-modules that hold any, listed once per branch object
+        (``Module.parameters()`` walks the modules anew at every call).
+
+        The dicts are read at every call, so a parameter replaced in place is still seen; a sub-module replaced inside
+        a branch by hand needs ``layer.__dict__.pop("_branch_parameters")``.
+        """
+        cache = self.__dict__.setdefault("_branch_parameters", {})
+        hit = cache.get(adapter_name)
+        if hit is None or hit[0] is not branch:
+            dicts = tuple(module._parameters for module in branch.modules() if module._parameters)
+            hit = cache[adapter_name] = (branch, dicts)
+        return hit[1]
 
     def delete_adapter(self, adapter_name: str) -> None:
         """peft's ``delete_adapter``; the adapter also leaves a running blend."""
