@@ -234,6 +234,7 @@ def test_fast_load_gives_the_state_and_modes_of_peft_load(tmp_path, dtype, autoc
     assert again.keys() == original.keys()
     assert all(torch.equal(again[k], original[k].to(again[k].dtype)) for k in again)  # bf16: once rounded, as peft
 
+
 def test_set_adapter_sees_a_parameter_replaced_in_place():
     """The cached module lists read parameters at each call: a replaced parameter still gets its flag."""
     model, _, _ = three_adapters("token")
