@@ -78,7 +78,7 @@ PROFILES = {
                   batch_size=2, patch_size=16, peft_lrs=[2e-3, 6e-3], full_lrs=[2e-4, 6e-4], seeds=2,
                   extra=[(["sum-w3-firstconv"], ["low-light"])], curve=[(4, ["full", "adaptir-sum"], ["low-light"])],
                   workers=0, threads=1, use_opencv=False, crop=32, val_crop=32),
-    "cpu": dict(base="default", tasks=list(TASKS), arms=CPU_ARMS, tiers=CPU_TIERS, steps=64, batch_size=4,
+    "cpu": dict(base="default", tasks=list(TASKS), arms=CPU_ARMS, tiers=CPU_TIERS, late_tiers=2, steps=64, batch_size=4,
                 patch_size=32, peft_lrs=PEFT_LRS, full_lrs=FULL_LRS, seeds=3,
                 extra=[(["sum-w3-firstconv", "bottleneck-w3-lastconv"], ["low-light"])],
                 curve=[(256, ["full", "lora", "adaptir-sum", "sum-w3-lastconv"], ["low-light", "sr2-noise30"]),
@@ -128,15 +128,18 @@ def plan(settings: dict) -> list[Spec]:
         return [Spec(a, t, steps, s, CHOSEN) for t in task_list for a in arm_list]
 
     # task by task (in the profile's order), tier by tier of arms (``tiers``; default: one tier of all arms): the
-    # search, then seed 1, seed 2...; the extra arms' search for that task after the second tier. The extra arms'
-    # later seeds come at the end. A study stopped early has whole tasks, each tier with every seed.
+    # search, then seed 1, seed 2...; the extra arms' search for that task after the second tier. Tiers from
+    # ``late_tiers`` on run only after every task's earlier tiers. The extra arms' later seeds come at the end. A
+    # study stopped early has whole tasks, each tier with every seed.
     tiers = settings.get("tiers") or [arms]
-    for task in tasks:
-        for i, tier in enumerate(tiers):
-            specs += search(tier, [task])
-            specs += [spec for s in range(1, seeds) for spec in seed(s, tier, [task])]
-            if i == min(1, len(tiers) - 1):  # the extra arms after the second tier
-                specs += [spec for extra, ts in settings["extra"] if task in ts for spec in search(extra, [task])]
+    late = settings.get("late_tiers", len(tiers))
+    for first, last in ((0, late), (late, len(tiers))):
+        for task in tasks:
+            for i in range(first, last):
+                specs += search(tiers[i], [task])
+                specs += [spec for s in range(1, seeds) for spec in seed(s, tiers[i], [task])]
+                if i == min(1, len(tiers) - 1):  # the extra arms after the second tier
+                    specs += [spec for extra, ts in settings["extra"] if task in ts for spec in search(extra, [task])]
     specs += [
         spec
         for s in range(1, seeds)
