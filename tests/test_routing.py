@@ -149,3 +149,26 @@ def test_router_save_load_round_trip(zoo_pair, photo, tmp_path):
     features = DegradationStatistics()([photo, photo.flip(-2)])
     assert loaded.classes == router.classes
     assert torch.equal(loaded.probabilities(features), router.probabilities(features))
+
+
+def test_each_statistic_moves_with_the_degradation_it_measures(photo):
+    """The statistics the router reads respond to their degradation, on a held-out photo (names: FEATURE_NAMES)."""
+    from peft_adaptir.routing.features import FEATURE_NAMES, image_statistics
+
+    clean = router_photos(SKIMAGE_HELDOUT[:1])[0][:, 64:320, 96:352].contiguous()  # (3, 256, 256)
+
+    def stats(task: str | None) -> dict[str, float]:
+        image = clean if task is None else degrade(clean, task, seed=0)
+        return dict(zip(FEATURE_NAMES, image_statistics(image).tolist()))
+
+    base = stats(None)
+    assert stats("denoise-50")["log_noise_sigma"] > base["log_noise_sigma"] + 1.0
+    assert stats("low-light")["mean"] < 0.5 * base["mean"]
+    assert stats("sr4")["log_fine_coarse"] < base["log_fine_coarse"] - 0.1
+    jpeg = stats("jpeg-q20")
+    assert jpeg["log_block_columns"] > base["log_block_columns"] + 0.1
+    assert jpeg["log_block_rows"] > base["log_block_rows"] + 0.1
+    rain = stats("derain-heavy")
+    assert rain["log_anisotropy"] > base["log_anisotropy"] + 0.2  # streaks run one way
+    with pytest.raises(ValueError, match="at least 8 x 8"):
+        image_statistics(torch.zeros(3, 4, 4))

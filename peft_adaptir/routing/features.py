@@ -11,7 +11,7 @@ multiples of 8 so JPEG blocks stay aligned), each chosen for a degradation it se
  2    log noise sigma: median |HH| / 0.6745 of the finest Haar diagonal    Gaussian noise (Donoho's estimate)
  3    log ratio of gradient energy at distance 1 to distance 2            up-sampled (smooth) vs noisy
  4    log anisotropy: largest / smallest mean |difference| of 4 directions rain streaks
- 5    log tail asymmetry of the high-pass (99th pct / -1st pct)           bright streaks
+ 5    log tail asymmetry of the high-pass (99th pct / -1st pct)           bright streaks (weakly)
  6    log kurtosis of the high-pass                                       Gaussian noise vs natural edges
  7    share of nearly flat high-pass values (below 0.002)                 JPEG's flat blocks, darkness
  8    log std of the high-pass                                            detail, noise
