@@ -145,8 +145,27 @@ def composites(model, router, args) -> dict:
         means = {k: sum(v) / len(v) for k, v in scores.items() if not k.endswith("decisions")}
         best = max(tasks, key=lambda t: means[t])
         out[name] = {"scores": scores, "mean": means, "best_single": best,
-                     "soft_minus_best_single_db": means["auto-soft"] - means[best]}  # fmt: skip
+                     "soft_minus_best_single_db": means["auto-soft"] - means[best],
+                     "blend_grid": blend_grid(model, degraded, photos, tasks, means)}  # fmt: skip
     return out
+
+
+BLEND_WEIGHTS = ((1.0, 1.0), (0.75, 0.75), (0.5, 0.5), (1.0, 0.5), (0.5, 1.0))
+
+
+@torch.no_grad()
+def blend_grid(model, degraded, photos, tasks, means) -> list[dict]:
+    """Fixed blends of the two best single adapters (exact per-sample weights), mean PSNR minus the best single's:
+    what soft mixing could reach on this composite if the router's probabilities gave these weights."""
+    first, second = sorted(tasks, key=lambda t: -means[t])[:2]
+    batch = torch.stack(degraded)
+    rows = []
+    for w1, w2 in BLEND_WEIGHTS:
+        weights = [{first: w1, second: w2}] * len(degraded)
+        restored = model(batch, adapter_weights=weights).reconstruction.clamp(0, 1)
+        mean = sum(psnr(r, p) for r, p in zip(restored, photos)) / len(photos)
+        rows.append({"weights": {first: w1, second: w2}, "psnr": mean, "minus_best_single_db": mean - means[first]})
+    return rows
 
 
 def latency(model, router, args) -> dict:
