@@ -189,3 +189,25 @@ def test_padding_is_exact_for_every_branch_set_and_layout(kind, options, tmp_pat
     model.save_pretrained(tmp_path / "padded")  # the config records the padded width: it reloads as it is
     reloaded = PeftModel.from_pretrained(build(kind)[0].double(), tmp_path / "padded").eval()
     torch.testing.assert_close(_run(reloaded, x), before, rtol=0, atol=atol)
+
+
+@torch.no_grad()
+def test_a_hot_swapped_adapter_blends_and_routes_per_sample_like_an_eager_one(folders) -> None:
+    """After prepare + hotswap, the padded adapter takes part in exact blends and mixed batches (eager model)."""
+    x = build(KIND)[1].double()
+    names = (["default", "other", "__base__"] * x.shape[0])[: x.shape[0]]
+    served = _eager(folders["small"]).double()
+    served.load_adapter(folders["mid"], adapter_name="other")
+    prepare_hotswap(served, max_width=MAX_WIDTH, max_rank=MAX_RANK)
+    hotswap_adapter(served, folders["big"], adapter_name="default")
+    reference = _eager(folders["big"]).double()
+    reference.load_adapter(folders["mid"], adapter_name="other")
+
+    for model in (served, reference):
+        model.set_adapter_weights({"default": 0.7, "other": 0.3})
+    torch.testing.assert_close(_run(served, x), _run(reference, x), rtol=0, atol=1e-10)
+    routed = output_of(served, x, adapter_names=names).detach()
+    expected = output_of(reference, x, adapter_names=names).detach()
+    torch.testing.assert_close(routed, expected, rtol=0, atol=1e-10)
+    reference.set_adapter("default")
+    torch.testing.assert_close(routed[:1], _run(reference, x)[:1], rtol=0, atol=1e-10)
