@@ -10,7 +10,9 @@ evaluation set (which is reported); see ``quality_images.py`` for the three disj
    every candidate), then seeds 1, 2, ... at the candidate with the best mean *validation* PSNR (never the
    evaluation photos); after the second tier, the extra arms' search on that task (the low-light investigation);
 3. the extra arms' later seeds;
-4. the budget curve: seed 0 at other step counts, at the learning rate chosen for the main budget.
+4. the budget curve: seed 0 at other step counts, at the learning rate chosen for the main budget (with
+   ``late_tiers``, the ``cpu`` profile's, the curve comes before the late tiers: gated runs after the main arms of
+   every task and their curve).
 
 A study stopped early therefore has whole tasks with every seed, rather than every task with one seed.
 
@@ -133,21 +135,32 @@ def plan(settings: dict) -> list[Spec]:
     # study stopped early has whole tasks, each tier with every seed.
     tiers = settings.get("tiers") or [arms]
     late = settings.get("late_tiers", len(tiers))
-    for first, last in ((0, late), (late, len(tiers))):
+
+    def tier_runs(first: int, last: int) -> list[Spec]:
+        runs = []
         for task in tasks:
             for i in range(first, last):
-                specs += search(tiers[i], [task])
-                specs += [spec for s in range(1, seeds) for spec in seed(s, tiers[i], [task])]
+                runs += search(tiers[i], [task])
+                runs += [spec for s in range(1, seeds) for spec in seed(s, tiers[i], [task])]
                 if i == min(1, len(tiers) - 1):  # the extra arms after the second tier
-                    specs += [spec for extra, ts in settings["extra"] if task in ts for spec in search(extra, [task])]
+                    runs += [spec for extra, ts in settings["extra"] if task in ts for spec in search(extra, [task])]
+        return runs
+
+    specs += tier_runs(0, late)
+    curve = [
+        Spec(a, t, curve_steps, 0, CHOSEN) for curve_steps, arm_list, task_list in settings["curve"]
+        for t in task_list for a in arm_list
+    ]  # fmt: skip
+    if late < len(tiers):  # the budget curve of the main arms before the late tiers
+        specs += curve
+    specs += tier_runs(late, len(tiers))
     specs += [
         spec
         for s in range(1, seeds)
         for arm_list, task_list in settings["extra"]
         for spec in seed(s, arm_list, task_list)
     ]
-    for curve_steps, arm_list, task_list in settings["curve"]:
-        specs += [Spec(a, t, curve_steps, 0, CHOSEN) for t in task_list for a in arm_list]
+    specs += curve
     return list(dict.fromkeys(specs))
 
 
