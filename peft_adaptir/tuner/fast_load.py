@@ -122,7 +122,7 @@ def _fill(
 def _read_weights(source: str | os.PathLike, hub_kwargs: dict) -> dict[str, torch.Tensor]:
     """The adapter file's tensors on the CPU; a local safetensors file is read in one go (``load_file`` maps it and
     builds each of the ~1,000 small tensors separately: ~3x slower here), anything else through peft's loader."""
-    folder = Path(source) / hub_kwargs.get("subfolder", "")
+    folder = Path(source) / (hub_kwargs.get("subfolder") or "")
     local = folder / SAFETENSORS_WEIGHTS_NAME
     if local.is_file():
         return safetensors.torch.load(local.read_bytes())
