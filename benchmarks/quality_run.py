@@ -1,8 +1,9 @@
 """One benchmark run: train one method on one task at one learning rate, then evaluate it on the held-out photos.
 
 A lean plain-torch loop, identical for every method: AdamW (no weight decay), L1 loss, linear warm-up (5% of the
-steps) then cosine decay to 0, gradient-norm clipping at 1.0 over the trainable parameters, batches of
-:class:`peft_adaptir.data.pairs.PatchPairs` read in order (so every method sees the same patches for a given seed).
+steps unless ``Job.warmup`` says otherwise) then cosine decay to 0, gradient-norm clipping at 1.0 over the trainable
+parameters, batches of :class:`peft_adaptir.data.pairs.PatchPairs` read in order (so every method sees the same
+patches for a given seed).
 Images are ``(B, 3, H, W)`` float in [0, 1] throughout.
 """
 
@@ -55,6 +56,7 @@ class Job:
     adapter: dict = field(default_factory=dict)
     device: str = "cpu"
     threads: int | None = None
+    warmup: float = 0.05  # share of the steps with a linear warm-up
 
 
 @functools.cache
@@ -115,8 +117,8 @@ def _peak_memory(device: torch.device, how: str, baseline: int | None) -> dict:
     }
 
 
-def _schedule(steps: int):
-    warmup = max(1, round(0.05 * steps))
+def _schedule(steps: int, share: float = 0.05):
+    warmup = max(1, round(share * steps))
     return lambda t: (
         (t + 1) / (warmup + 1) if t < warmup else 0.5 * (1 + math.cos(math.pi * (t - warmup) / max(1, steps - warmup)))
     )
@@ -132,7 +134,7 @@ def train(model: nn.Module, job: Job, device: torch.device, images: list | tuple
     loader = torch.utils.data.DataLoader(data, batch_size=job.batch_size, shuffle=False, num_workers=0)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=job.lr, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(job.steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(job.steps, job.warmup))
     model.train()
     how, baseline = _reset_peak_memory(device)
     losses, step_times = [], []

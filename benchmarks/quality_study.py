@@ -70,7 +70,9 @@ ARMS: dict[str, tuple[str, dict]] = {  # arm -> (method of quality_methods.wrap,
     "bottleneck-w3-lastconv": ("bottleneck", LASTCONV),
     "sum-w8": ("adaptir-sum", {"width": 8}),
     "sum-scale2": ("adaptir-sum", {"scale": 2.0}),
+    "sum-warmup25": ("adaptir-sum", {}),
 }
+TRAINING = {"sum-warmup25": {"warmup": 0.25}}  # arms that change the training loop (quality_run.Job fields)
 CPU_TIERS = [["full", "adaptir-sum", "sum-w3-lastconv"], ["lora", "bottleneck"], ["adaptir-gated"]]  # run in order
 CPU_ARMS = [arm for tier in CPU_TIERS for arm in tier]
 CHOSEN = None  # a spec's lr: the validation-chosen one
@@ -82,7 +84,7 @@ PROFILES = {
                   workers=0, threads=1, use_opencv=False, crop=32, val_crop=32),
     "cpu": dict(base="default", tasks=list(TASKS), arms=CPU_ARMS, tiers=CPU_TIERS, late_tiers=2, steps=64,
                 batch_size=4, patch_size=32, peft_lrs=PEFT_LRS, full_lrs=FULL_LRS, seeds=3,
-                extra=[(["sum-w3-firstconv", "bottleneck-w3-lastconv"], ["low-light"])],
+                extra=[(["sum-w3-firstconv", "bottleneck-w3-lastconv", "sum-scale2", "sum-warmup25"], ["low-light"])],
                 curve=[(256, ["full", "lora", "adaptir-sum", "sum-w3-lastconv"], ["low-light", "sr2-noise30"]),
                        (256, ["full", "lora", "adaptir-sum", "sum-w3-lastconv"], ["derain-heavy", "denoise-50"]),
                        (1024, ["full", "sum-w3-lastconv"], ["low-light"])],
@@ -252,6 +254,7 @@ def run_spec(spec: Spec, lr: float, settings: dict) -> dict:
                 seed=spec.seed,
                 adapter=overrides,
                 device=settings["device"],
+                **TRAINING.get(spec.arm, {}),
             )
             try:
                 row.update(train(model, job, device, images=images.training_images()))

@@ -32,6 +32,7 @@ ARM_LABELS = {
     "bottleneck-w3-lastconv": "bottleneck w3 + last conv",
     "sum-w8": "AdaptIR sum w8",
     "sum-scale2": "AdaptIR sum scale 2",
+    "sum-warmup25": "AdaptIR sum, 25% warm-up",
 }
 CHALLENGERS = ("adaptir-sum", "sum-w3-lastconv")  # compared with every other trained arm
 OTHERS = ("full", "lora", "bottleneck", "adaptir-sum", "adaptir-gated", "sum-w3-lastconv")
