@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -317,6 +318,9 @@ def settings_profile(settings: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", type=Path, default=DEFAULT_OUTPUT / "study-cpu", help="the study folder")
+    parser.add_argument(
+        "--figures", type=Path, default=None, help="also copy the plots here (docs/figures/quality for the docs)"
+    )
     args = parser.parse_args(argv)
     rows, settings = load_study(args.input)
     settings["profile"] = settings_profile(settings)
@@ -325,6 +329,11 @@ def main(argv: list[str] | None = None) -> dict:
     text = markdown(summary, settings)
     (args.input / "summary.md").write_text(text)
     plots(summary, args.input)
+    if args.figures is not None:
+        args.figures.mkdir(parents=True, exist_ok=True)
+        for name in ("psnr_ci.png", "budget.png"):
+            if (args.input / name).is_file():
+                shutil.copyfile(args.input / name, args.figures / name)
     print(text)
     return summary
 
