@@ -90,7 +90,7 @@ PROFILES = {
                        (1024, ["full", "sum-w3-lastconv"], ["low-light"]),
                        (256, ["bottleneck"], list(TASKS)),
                        (1024, ["lora", "adaptir-sum", "bottleneck"], ["low-light"]),
-                       (1024, ["full", "sum-w3-lastconv", "adaptir-sum", "lora"], ["derain-heavy"])],
+                       (1024, ["full", "sum-w3-lastconv"], ["derain-heavy"])],
                 workers=2, threads=1, use_opencv=True, crop=96, val_crop=64),
     "gpu": dict(base="default", tasks=list(TASKS), arms=[*MAIN_ARMS, "sum-w3-lastconv"], steps=256, batch_size=16,
                 patch_size=48, peft_lrs=[1e-3, 3e-3, 9e-3], full_lrs=[1e-4, 3e-4, 9e-4], seeds=3,
