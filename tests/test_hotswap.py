@@ -78,13 +78,20 @@ def _swap_all(compiled, counter, folders, x, order) -> list[float]:
     return errors
 
 
-def test_compiled_hotswap_has_zero_recompiles_and_matches_eager(folders) -> None:
-    model = _eager(folders["small"])
+def _compiled(folder: str, backend: str):
+    """The eager model of ``folder``, prepared for hot-swap and compiled with a counting ``backend``, run once."""
+    model = _eager(folder)
     x = build(KIND)[1]
     prepare_hotswap(model, max_width=MAX_WIDTH, max_rank=MAX_RANK)
-    counter = CompileCounterWithBackend("aot_eager")
+    counter = CompileCounterWithBackend(backend)
     compiled = torch.compile(model, backend=counter)
-    torch.testing.assert_close(_run(compiled, x), _run(_eager(folders["small"]), x), rtol=0, atol=1e-5)
+    first = _run(compiled, x)
+    return model, compiled, counter, x, first
+
+
+def test_compiled_hotswap_has_zero_recompiles_and_matches_eager(folders) -> None:
+    model, compiled, counter, x, first = _compiled(folders["small"], "aot_eager")
+    torch.testing.assert_close(first, _run(_eager(folders["small"]), x), rtol=0, atol=1e-5)
     assert counter.frame_count > 0
     outs = {}
     errors = _swap_all(compiled, counter, folders, x, ["mid", "big", "small", "big", "mid"])
@@ -98,12 +105,7 @@ def test_compiled_hotswap_has_zero_recompiles_and_matches_eager(folders) -> None
 def test_hotswap_from_a_state_dict(folders) -> None:
     from peft.utils.save_and_load import load_peft_weights
 
-    model = _eager(folders["big"])
-    x = build(KIND)[1]
-    prepare_hotswap(model, max_width=MAX_WIDTH, max_rank=MAX_RANK)
-    counter = CompileCounterWithBackend("aot_eager")
-    compiled = torch.compile(model, backend=counter)
-    _run(compiled, x)
+    _, compiled, counter, x, _ = _compiled(folders["big"], "aot_eager")
     frames = counter.frame_count
     with torch._dynamo.config.patch(error_on_recompile=True):
         hotswap_adapter(compiled, load_peft_weights(folders["mid"], device="cpu"), scale=SHAPES["mid"]["scale"])
@@ -157,12 +159,7 @@ def test_state_dict_with_other_branches_or_too_wide_is_refused(folders, tmp_path
 
 @pytest.mark.skipif(CXX is None, reason="torch.compile's default backend (Inductor) needs a C++ compiler; none found")
 def test_inductor_hotswap_has_zero_recompiles(folders) -> None:
-    model = _eager(folders["small"])
-    x = build(KIND)[1]
-    prepare_hotswap(model, max_width=MAX_WIDTH, max_rank=MAX_RANK)
-    counter = CompileCounterWithBackend("inductor")
-    compiled = torch.compile(model, backend=counter)
-    _run(compiled, x)
+    _, compiled, counter, x, _ = _compiled(folders["small"], "inductor")
     errors = _swap_all(compiled, counter, folders, x, ["big"])
     assert max(errors) <= 1e-5
 
