@@ -245,3 +245,17 @@ def test_set_adapter_sees_a_parameter_replaced_in_place():
     assert branch.down.weight.requires_grad
     model.set_adapter("rain")
     assert not branch.down.weight.requires_grad
+
+
+def test_a_deleted_adapter_is_freed():
+    """set_adapter's per-branch cache does not keep a deleted adapter's branches (and their weights) alive."""
+    import gc
+    import weakref
+
+    model, _, _ = three_adapters("token")
+    model.set_adapter("noise", inference_mode=True)  # fills the cache for every adapter
+    branches = [weakref.ref(layer.adaptir_branch["noise"]) for layer in model.base_model.adaptir_layers()]
+    model.set_adapter("rain")
+    model.delete_adapter("noise")
+    gc.collect()
+    assert all(ref() is None for ref in branches)

@@ -133,6 +133,7 @@ class AdaptIRLayer(BaseTunerLayer):
         """peft's ``delete_adapter``; the adapter also leaves a running blend."""
         blend = self.blend_weights
         super().delete_adapter(adapter_name)
+        self.__dict__.get("_branch_parameters", {}).pop(adapter_name, None)  # let the deleted branch be freed
         if blend is not None:
             blend.pop(adapter_name, None)
             self.blend_weights = blend or None
