@@ -156,7 +156,8 @@ def plan(settings: dict) -> list[Spec]:
         Spec(a, t, curve_steps, 0, CHOSEN) for curve_steps, arm_list, task_list in settings["curve"]
         for t in task_list for a in arm_list
     ]  # fmt: skip
-    if late < len(tiers):  # the budget curve of the main arms before the late tiers
+    curve_first = late < len(tiers)  # with late tiers: the budget curve of the main arms before them
+    if curve_first:
         specs += curve
     specs += tier_runs(late, len(tiers))
     specs += [
@@ -165,7 +166,8 @@ def plan(settings: dict) -> list[Spec]:
         for arm_list, task_list in settings["extra"]
         for spec in seed(s, arm_list, task_list)
     ]
-    specs += curve
+    if not curve_first:
+        specs += curve
     return list(dict.fromkeys(specs))
 
 
