@@ -47,16 +47,15 @@ def load_base(path: str | Path) -> Swin2SRForImageSuperResolution:
 
 
 def wrap(base: nn.Module, method: str, adapter: dict | None = None, lora_rank: int = 1, lora_targets: str = "ffn"):
-    """``base`` prepared for ``method`` (see module docstring); ``adapter`` overrides AdaptIRConfig fields."""
+    """``base`` prepared for ``method`` (see module docstring); ``adapter`` overrides AdaptIRConfig fields (LoraConfig
+    fields for ``lora``)."""
     if method == "base":
         return base.requires_grad_(False)
     if method == "full":
         return base.requires_grad_(True)
-    if method == "lora":
-        config = LoraConfig(
-            r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0, target_modules=LORA_TARGETS[lora_targets]
-        )
-        return get_peft_model(base, config)
+    if method == "lora":  # ``adapter`` overrides LoraConfig fields here (e.g. r, modules_to_save); alpha = 2 r
+        fields = {"r": lora_rank, "lora_dropout": 0.0, "target_modules": LORA_TARGETS[lora_targets], **(adapter or {})}
+        return get_peft_model(base, LoraConfig(lora_alpha=2 * fields["r"], **fields))
     if method in ADAPTER_KWARGS:
         return get_peft_model(base, AdaptIRConfig(**{**ADAPTER_KWARGS[method], **(adapter or {})}))
     raise ValueError(f"Unknown method {method!r}; choose from {list(METHODS)}.")

@@ -34,8 +34,10 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
@@ -68,6 +70,7 @@ ARMS: dict[str, tuple[str, dict]] = {  # arm -> (method of quality_methods.wrap,
     "sum-w3-lastconv": ("adaptir-sum", LASTCONV),
     "sum-w3-firstconv": ("adaptir-sum", {"width": 3, "modules_to_save": ["first_convolution"]}),
     "bottleneck-w3-lastconv": ("bottleneck", LASTCONV),
+    "lora-r1-lastconv": ("lora", {"r": 1, "modules_to_save": ["final_convolution"]}),
     "sum-w8": ("adaptir-sum", {"width": 8}),
     "sum-scale2": ("adaptir-sum", {"scale": 2.0}),
     "sum-warmup25": ("adaptir-sum", {}),
@@ -84,13 +87,15 @@ PROFILES = {
                   workers=0, threads=1, use_opencv=False, crop=32, val_crop=32),
     "cpu": dict(base="default", tasks=list(TASKS), arms=CPU_ARMS, tiers=CPU_TIERS, late_tiers=2, steps=64,
                 batch_size=4, patch_size=32, peft_lrs=PEFT_LRS, full_lrs=FULL_LRS, seeds=3,
-                extra=[(["sum-w3-firstconv", "bottleneck-w3-lastconv", "sum-scale2", "sum-warmup25"], ["low-light"])],
+                extra=[(["sum-w3-firstconv", "bottleneck-w3-lastconv", "sum-scale2", "sum-warmup25"], ["low-light"]),
+                       (["bottleneck-w3-lastconv", "lora-r1-lastconv", "sum-w8"], list(TASKS))],
                 curve=[(256, ["full", "lora", "adaptir-sum", "sum-w3-lastconv"], ["low-light", "sr2-noise30"]),
                        (256, ["full", "lora", "adaptir-sum", "sum-w3-lastconv"], ["derain-heavy", "denoise-50"]),
                        (1024, ["full", "sum-w3-lastconv"], ["low-light"]),
                        (256, ["bottleneck"], list(TASKS)),
                        (1024, ["lora", "adaptir-sum", "bottleneck"], ["low-light"]),
-                       (1024, ["full", "sum-w3-lastconv"], ["derain-heavy"])],
+                       (1024, ["full", "sum-w3-lastconv"], ["derain-heavy"]),
+                       (256, ["full", "lora", "bottleneck", "adaptir-sum", "sum-w3-lastconv"], list(TASKS), 3)],
                 workers=2, threads=1, use_opencv=True, crop=96, val_crop=64),
     "gpu": dict(base="default", tasks=list(TASKS), arms=[*MAIN_ARMS, "sum-w3-lastconv"], steps=256, batch_size=16,
                 patch_size=48, peft_lrs=[1e-3, 3e-3, 9e-3], full_lrs=[1e-4, 3e-4, 9e-4], seeds=3,
@@ -152,9 +157,9 @@ def plan(settings: dict) -> list[Spec]:
         return runs
 
     specs += tier_runs(0, late)
-    curve = [
-        Spec(a, t, curve_steps, 0, CHOSEN) for curve_steps, arm_list, task_list in settings["curve"]
-        for t in task_list for a in arm_list
+    curve = [  # an entry (steps, arms, tasks[, seeds]): seed 0 unless it names a seed count
+        Spec(a, t, entry[0], s, CHOSEN) for entry in settings["curve"] for s in range(entry[3] if len(entry) > 3 else 1)
+        for t in entry[2] for a in entry[1]
     ]  # fmt: skip
     curve_first = late < len(tiers)  # with late tiers: the budget curve of the main arms before them
     if curve_first:
@@ -356,7 +361,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch threads per run")
     parser.add_argument("--no-opencv", action="store_true", help="evaluate on the scikit-image crops only")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    parser.add_argument("--only", nargs="+", metavar="ARM", choices=sorted(ARMS), help="run only these arms' specs")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit (writes nothing)")
     return parser.parse_args(argv)
 
 
@@ -367,7 +373,10 @@ def prepare(args: argparse.Namespace) -> tuple[dict, list[Spec], Path]:
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     output = args.output or DEFAULT_OUTPUT / f"study-{args.profile}"
-    output.mkdir(parents=True, exist_ok=True)
+    if args.dry_run and settings["base"] == "tiny-random":
+        output = Path(tempfile.mkdtemp(prefix="quality-study-dry-run-"))  # its base is built there, then removed
+    elif not args.dry_run:
+        output.mkdir(parents=True, exist_ok=True)
     use_opencv = settings["use_opencv"] and not args.no_opencv
     if use_opencv and not images.opencv_available():
         print(images.OPENCV_HINT, flush=True)
@@ -400,8 +409,10 @@ def prepare(args: argparse.Namespace) -> tuple[dict, list[Spec], Path]:
         torch=torch.__version__,
         cpus=os.cpu_count(),
     )
-    (output / f"settings-{settings['settings_id']}.json").write_text(json.dumps(header, indent=1))
-    return settings, plan(settings), output
+    specs = [s for s in plan(settings) if not args.only or s.arm in args.only]
+    if not args.dry_run:
+        (output / f"settings-{settings['settings_id']}.json").write_text(json.dumps(header, indent=1))
+    return settings, specs, output
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
@@ -415,6 +426,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     )
     if args.dry_run:
         print("\n".join(s.key() for s in specs))
+        if settings["base"] == "tiny-random":
+            shutil.rmtree(output, ignore_errors=True)
         return {}
     return execute(specs, settings, output / "runs.jsonl", settings["workers"])
 
