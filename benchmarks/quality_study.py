@@ -72,6 +72,7 @@ ARMS: dict[str, tuple[str, dict]] = {  # arm -> (method of quality_methods.wrap,
     "bottleneck-w3-lastconv": ("bottleneck", LASTCONV),
     "lora-r1-lastconv": ("lora", {"r": 1, "modules_to_save": ["final_convolution"]}),
     "sum-w8": ("adaptir-sum", {"width": 8}),
+    "sum-w2-attention": ("adaptir-sum", {"preset": "swin2sr-attention", "width": 2}),  # beside attention and FFN
     "sum-scale2": ("adaptir-sum", {"scale": 2.0}),
     "sum-warmup25": ("adaptir-sum", {}),
 }
@@ -88,7 +89,7 @@ PROFILES = {
     "cpu": dict(base="default", tasks=list(TASKS), arms=CPU_ARMS, tiers=CPU_TIERS, late_tiers=2, steps=64,
                 batch_size=4, patch_size=32, peft_lrs=PEFT_LRS, full_lrs=FULL_LRS, seeds=3,
                 extra=[(["sum-w3-firstconv", "bottleneck-w3-lastconv", "sum-scale2", "sum-warmup25"], ["low-light"]),
-                       (["bottleneck-w3-lastconv", "lora-r1-lastconv", "sum-w8"], list(TASKS))],
+                       (["bottleneck-w3-lastconv", "lora-r1-lastconv", "sum-w8", "sum-w2-attention"], list(TASKS))],
                 curve=[(256, ["full", "lora", "adaptir-sum", "sum-w3-lastconv"], ["low-light", "sr2-noise30"]),
                        (256, ["full", "lora", "adaptir-sum", "sum-w3-lastconv"], ["derain-heavy", "denoise-50"]),
                        (1024, ["full", "sum-w3-lastconv"], ["low-light"]),
@@ -158,8 +159,8 @@ def plan(settings: dict) -> list[Spec]:
 
     specs += tier_runs(0, late)
     curve = [  # an entry (steps, arms, tasks[, seeds]): seed 0 unless it names a seed count
-        Spec(a, t, entry[0], s, CHOSEN) for entry in settings["curve"] for s in range(entry[3] if len(entry) > 3 else 1)
-        for t in entry[2] for a in entry[1]
+        Spec(a, t, entry[0], s, CHOSEN) for entry in settings["curve"]
+        for s in range(entry[3] if len(entry) > 3 else 1) for t in entry[2] for a in entry[1]
     ]  # fmt: skip
     curve_first = late < len(tiers)  # with late tiers: the budget curve of the main arms before them
     if curve_first:

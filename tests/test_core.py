@@ -18,7 +18,8 @@ from tiny_models import PLACEMENT, build, output_of, perturb
 import peft_adaptir  # noqa: F401  (registers the method)
 from peft_adaptir import AdaptIRConfig, AdaptIRLayer
 
-KINDS = ["token", "conv", "sequence", "swin2sr"]
+KINDS = ["token", "conv", "sequence", "swin2sr", "swin2sr-attention"]
+LAYER_COUNTS = {"swin2sr": 4, "swin2sr-attention": 8}  # 2 stages x 2 layers x (FFN[, attention]); others: 2
 FUSIONS = ["gated", "sum"]
 CASES = [(kind, fusion) for kind in KINDS for fusion in FUSIONS]
 
@@ -47,7 +48,7 @@ def adaptir_layers(model) -> list[AdaptIRLayer]:
 @pytest.mark.parametrize("kind,fusion", CASES)
 def test_identical_output_at_init(kind, fusion):
     model, x, reference = adapted(kind, fusion)
-    assert len(adaptir_layers(model)) == 2 if kind != "swin2sr" else 4
+    assert len(adaptir_layers(model)) == LAYER_COUNTS.get(kind, 2)
     model.eval()
     assert torch.equal(output_of(model, x), reference)
     model.train()  # BatchNorm on batch statistics: still exactly the base output

@@ -108,15 +108,18 @@ def _table_row(preset) -> str:
         grid = f"`grid_size=[{preset.grid_size[0]}, {preset.grid_size[1]}]`"
     else:
         grid = "(in the tensor)"
+    if preset.window_targets:
+        grid += "; windows: " + ", ".join(f"`{t}`" for t in preset.window_targets)
     span_end = f"`{preset.span_end}`" if preset.span_end else "(the target)"
     targets = ", ".join(f"`{t}`" for t in preset.target_modules)
-    cells = [f"`{preset.name}`", ", ".join(recognised), targets, span_end, f"`{preset.layout}`", grid]
+    recognised_by = ", ".join(recognised) or "`preset=` only"
+    cells = [f"`{preset.name}`", recognised_by, targets, span_end, f"`{preset.layout}`", grid]
     return "| " + " | ".join(cells) + " |"
 
 
 def test_presets_table_matches_the_code():
     text = (DOCS / "backbones.md").read_text()
-    rows = [line for line in text.splitlines() if re.match(r"^\| `[a-z0-9_]+` \|", line)]
+    rows = [line for line in text.splitlines() if re.match(r"^\| `[a-z0-9_-]+` \|", line)]
     expected = [_table_row(preset) for preset in PRESETS.values()]
     assert rows == expected, "docs/backbones.md's presets table should read:\n" + "\n".join(expected)
 

@@ -141,7 +141,7 @@ def build(name: str, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
         model, shape = TinyConvNet(), (3, 3, 7, 9)
     elif name == "sequence":
         model, shape = TinySequenceNet(), (3, 3, 16, 16)
-    elif name == "swin2sr":
+    elif name in ("swin2sr", "swin2sr-attention"):
         from transformers import Swin2SRForImageSuperResolution
 
         model, shape = Swin2SRForImageSuperResolution(tiny_swin2sr_config()), (3, 3, 8, 12)
@@ -162,6 +162,7 @@ PLACEMENT = {
     "conv": dict(target_modules=["conv4"], span_end="conv5", layout="BCHW"),
     "sequence": dict(target_modules=["linear1"], span_end="linear2", layout="NBC", grid_size=[4, 4]),
     "swin2sr": dict(),
+    "swin2sr-attention": dict(preset="swin2sr-attention"),  # beside attention (per window) and the FFN
 }
 
 

@@ -82,6 +82,19 @@ class AdaptIRConfig(PeftConfig):
             "stride d with (H/d)(W/d) = N. Errors when no such stride exists."
         },
     )
+    window_targets: list[str] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Targets (names by suffix, or a regex, matched like target_modules) whose input holds one "
+            "attention window per row, (B * windows, window_size ** 2, C) with each sample's windows together (Swin's "
+            "window partition): the branch sees each window as a window_size x window_size map. E.g. 'self' for "
+            "Swin2SR's attention (preset 'swin2sr-attention')."
+        },
+    )
+    window_size: int | None = field(
+        default=None,
+        metadata={"help": "Side of the attention windows of window_targets. None: the model config's window_size."},
+    )
     width: int | None = field(
         default=None, metadata={"help": "Adapter width h. None: in_channels // reduction, at least min_width."}
     )
@@ -118,6 +131,8 @@ class AdaptIRConfig(PeftConfig):
             self.target_modules = set(self.target_modules)
         if isinstance(self.exclude_modules, list):
             self.exclude_modules = set(self.exclude_modules)
+        if isinstance(self.window_targets, (list, tuple)):
+            self.window_targets = set(self.window_targets)
         if self.grid_size is not None:
             self.grid_size = [int(v) for v in self.grid_size]
         # one branch given as a plain string ("local") is that branch, not its letters
@@ -132,6 +147,8 @@ class AdaptIRConfig(PeftConfig):
         if self.target_modules is None:
             self.target_modules = set(preset.target_modules)
             self.span_end = preset.span_end if self.span_end is None else self.span_end
+            if self.window_targets is None and preset.window_targets:
+                self.window_targets = set(preset.window_targets)
         if self.layout is None:
             self.layout = preset.layout
         if self.grid_argument is None and self.grid_size is None and not self.infer_grid_from_input:
@@ -174,6 +191,13 @@ class AdaptIRConfig(PeftConfig):
                     "Set grid_argument (the enclosing block's forward argument holding (H, W), e.g. 'x_size'), "
                     "grid_size=[H, W], or infer_grid_from_input=True."
                 )
+        if self.window_size is not None and self.window_size < 1:
+            raise ValueError(f"window_size={self.window_size} must be a positive integer (or None: the model's).")
+        if self.window_targets and self.layout is not None and self.layout not in TOKEN_LAYOUTS:
+            raise ValueError(
+                f"window_targets only applies to token layouts {list(TOKEN_LAYOUTS)} (one window of tokens per row); "
+                f"layout={self.layout!r} is a feature map. Remove window_targets or set layout='BNC'."
+            )
         if self.layers_pattern and self.layers_to_transform is None:
             raise ValueError("layers_pattern only applies together with layers_to_transform; set both or neither.")
         if isinstance(self.target_modules, str) and self.layers_to_transform is not None:

@@ -17,8 +17,11 @@ from .layout import TOKEN_LAYOUTS, batch_size_of, from_feature_map, resolve_layo
 
 
 def infer_in_channels(module: nn.Module) -> int:
-    """Channels C entering an FFN: from the module itself or its first Linear/Conv sub-module."""
-    for candidate in module.modules():
+    """Channels C entering an FFN: from the module itself, its first Linear/Conv child, or else its first Linear/Conv
+    anywhere inside (direct children first: Swin2SR's attention registers a position-bias MLP, 2 -> 512, before its
+    query projection)."""
+    children = [module, *module.children()]
+    for candidate in [*children, *(m for m in module.modules() if m not in children)]:
         if isinstance(candidate, nn.Linear):
             return candidate.in_features
         if isinstance(candidate, nn.modules.conv._ConvNd):
@@ -40,6 +43,17 @@ def infer_out_channels(module: nn.Module) -> int | None:
     return out
 
 
+def _per_window(
+    adapter_names: list[str] | None, adapter_weights: dict[str, torch.Tensor] | None, repeat: int
+) -> tuple[list[str] | None, dict[str, torch.Tensor] | None]:
+    """Per-sample routing repeated for each of a sample's ``repeat`` windows (rows ``b * repeat ... + repeat - 1``)."""
+    if adapter_names is not None:
+        adapter_names = [name for name in adapter_names for _ in range(repeat)]
+    if adapter_weights is not None:
+        adapter_weights = {name: column.repeat_interleave(repeat) for name, column in adapter_weights.items()}
+    return adapter_names, adapter_weights
+
+
 class AdaptIRLayer(BaseTunerLayer):
     """Mixin holding the AdaptIR branches of one FFN span, one per adapter name."""
 
@@ -57,6 +71,7 @@ class AdaptIRLayer(BaseTunerLayer):
         self.where = where  # the target's module path, for error messages
         self.layout = layout
         self.grid_size: tuple[int, int] | None = None
+        self.windowed = False  # rows are attention windows, each sample's together (window_targets)
         self.grid_capture: BlockGridCapture | None = None
         self.input_recorder: InputSizeRecorder | None = None
         self.span_end_name: str | None = None
@@ -185,15 +200,27 @@ class AdaptIRLayer(BaseTunerLayer):
         routing = adapter_names
         if routing is None and adapter_weights is not None:
             routing = next(iter(adapter_weights.values()))
-        if routing is not None and len(routing) != batch_size_of(x, layout):
-            what = "adapter_names" if adapter_names is not None else "adapter_weights"
-            raise ValueError(
-                f"{what} has {len(routing)} entries but the batch holds {batch_size_of(x, layout)} samples; give "
-                "exactly one per sample."
-            )
+        if routing is not None:
+            rows = batch_size_of(x, layout)
+            repeat = rows // len(routing) if self.windowed and len(routing) and rows % len(routing) == 0 else 1
+            if len(routing) * repeat != rows:
+                what = "adapter_names" if adapter_names is not None else "adapter_weights"
+                raise ValueError(
+                    f"{what} has {len(routing)} entries but the batch holds {rows} samples; give exactly one per "
+                    "sample."
+                )
+            if repeat > 1:  # one entry per window: a sample's windows are consecutive rows
+                adapter_names, adapter_weights = _per_window(adapter_names, adapter_weights, repeat)
         grid = None
         if layout in TOKEN_LAYOUTS:
             num_tokens = x.shape[0] if layout == "NBC" else x.shape[1]
+            if self.windowed and num_tokens != self.grid_size[0] * self.grid_size[1]:
+                raise ValueError(
+                    f"{self.where} is a window target, so each row should be one {self.grid_size[0]} x "
+                    f"{self.grid_size[1]} attention window ({self.grid_size[0] * self.grid_size[1]} tokens), but "
+                    f"its input {tuple(x.shape)} has {num_tokens}. Set window_size in AdaptIRConfig to the model's "
+                    "attention window, or remove this module from window_targets."
+                )
             grid = resolve_grid(num_tokens, self.where, self.grid_size, self.grid_capture, self.input_recorder)
         features = to_feature_map(x, layout, grid)  # (B, C, H, W)
         if adapter_weights is not None:

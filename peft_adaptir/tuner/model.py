@@ -19,7 +19,7 @@ from .grid import BlockGridCapture, InputSizeRecorder, find_enclosing_block
 from .layer import AdaptIRLayer, AdaptIRModule
 from .load_check import check_adapter_fits, drop_legacy_keys
 from .presets import PRESETS, find_preset
-from .targets import span_channels
+from .targets import matches_module_names, span_channels
 
 
 def _branch_key_segments() -> frozenset[str]:
@@ -121,7 +121,9 @@ class AdaptIRModel(BaseTuner):
         return span_end
 
     def _wire_grid_source(self, layer: AdaptIRModule, config: AdaptIRConfig, key: str) -> None:
-        if config.grid_size is not None:
+        if matches_module_names(config.window_targets, key):
+            layer.grid_size, layer.windowed = (window := self._window_size(config, key), window), True
+        elif config.grid_size is not None:
             layer.grid_size = tuple(config.grid_size)
         elif config.grid_argument is not None:
             _, block = find_enclosing_block(self.model, key, config.grid_argument)
@@ -131,6 +133,20 @@ class AdaptIRModel(BaseTuner):
             recorder = InputSizeRecorder()
             layer.input_recorder = recorder
             layer.hook_handles.append(self.model.register_forward_pre_hook(recorder, with_kwargs=True))
+
+    def _window_size(self, config: AdaptIRConfig, key: str) -> int:
+        """The side of the attention windows a window target sees: stated, or the model config's ``window_size``."""
+        if config.window_size is not None:
+            return config.window_size
+        model_config = getattr(self.model, "config", None)
+        window = model_config.get("window_size") if isinstance(model_config, dict) else None
+        window = getattr(model_config, "window_size", None) if window is None else window
+        if not isinstance(window, int) or window < 1:
+            raise ValueError(
+                f"{key!r} is a window target (window_targets), but the model's config states no window_size, so the "
+                "window's grid cannot be known. Set window_size=<side of the attention windows> in AdaptIRConfig."
+            )
+        return window
 
     def _check_adapter_name(self, adapter_name: str) -> None:
         clashes = _BRANCH_KEY_SEGMENTS | {BASE_ADAPTER_NAME}

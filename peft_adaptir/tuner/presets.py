@@ -21,6 +21,7 @@ class Preset:
     span_end: str | None = None
     grid_argument: str | None = None
     grid_size: tuple[int, int] | None = None
+    window_targets: tuple[str, ...] = ()
     model_types: tuple[str, ...] = ()
     class_names: tuple[str, ...] = ()
     description: str = ""
@@ -38,6 +39,17 @@ PRESETS: dict[str, Preset] = {
             model_types=("swin2sr",),
             description="transformers Swin2SR: intermediate -> output, tokens (B, N, C), grid from the layer's "
             "`input_dimensions` (the padded size).",
+        ),
+        Preset(
+            name="swin2sr-attention",
+            target_modules=("intermediate", "self"),
+            span_end="output",
+            layout="BNC",
+            grid_argument="input_dimensions",
+            window_targets=("self",),
+            description="transformers Swin2SR, beside attention as well as the FFN: the FFN span as in 'swin2sr', "
+            "and attention.self -> attention.output on each window (rows (B * windows, window_size ** 2, C), seen as "
+            "window_size x window_size maps). Chosen by name (preset='swin2sr-attention'), never automatically.",
         ),
         Preset(
             name="swinir",

@@ -8,11 +8,13 @@ Linear works (it keeps the positions); a Conv2d works when it keeps the spatial 
 
 from __future__ import annotations
 
+import re
+
 from torch import nn
 
 from .layer import infer_in_channels, infer_out_channels
 
-__all__ = ["span_channels"]
+__all__ = ["matches_module_names", "span_channels"]
 
 
 def _check_position_preserving(module: nn.Module, key: str) -> None:
@@ -47,3 +49,13 @@ def span_channels(target: nn.Module, span_end: nn.Module | None, key: str) -> tu
     c_in = infer_in_channels(base)
     c_out = infer_out_channels(last)
     return c_in, c_in if c_out is None else c_out
+
+
+def matches_module_names(names: set[str] | str | None, key: str) -> bool:
+    """Whether module path ``key`` is named by ``names`` the way peft matches ``target_modules``: a regex matching
+    the whole path, or a set of names matching the path or its end (after a dot)."""
+    if not names:
+        return False
+    if isinstance(names, str):
+        return re.fullmatch(names, key) is not None
+    return any(key == name or key.endswith(f".{name}") for name in names)
