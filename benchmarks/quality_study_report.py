@@ -31,7 +31,9 @@ ARM_LABELS = {
     "sum-w3-lastconv": "AdaptIR sum w3 + last conv",
     "sum-w3-firstconv": "AdaptIR sum w3 + first conv",
     "bottleneck-w3-lastconv": "bottleneck w3 + last conv",
+    "lora-r1-lastconv": "LoRA r1 + last conv",
     "sum-w8": "AdaptIR sum w8",
+    "sum-w2-attention": "AdaptIR sum w2, attention + FFN",
     "sum-scale2": "AdaptIR sum scale 2",
     "sum-warmup25": "AdaptIR sum, 25% warm-up",
 }
@@ -92,6 +94,7 @@ def summarize(rows: dict[str, dict], settings: dict) -> dict:
     arms = ["input", "base", *settings["arms"], *[a for extra, _ in settings["extra"] for a in extra]]
     arms = list(dict.fromkeys(arms))
     out: dict = {"per_task": {}, "mean_over_tasks": {}, "comparisons": {}, "budget": {}, "timing": {}}
+    out["comparisons_by_steps"] = {}  # {steps: {"A - B | task": ...}} at the other budgets run with several seeds
     for task in tasks:
         out["per_task"][task] = {}
         for arm in arms:
@@ -106,8 +109,8 @@ def summarize(rows: dict[str, dict], settings: dict) -> dict:
             out["per_task"][task][arm] = entry
 
     # the mean over tasks: an arm's per-(seed, image) average over the four tasks (only where all four have run)
-    def over_tasks(arm: str, metric: str = "psnr_rgb") -> dict[int, dict[str, float]]:
-        per = [samples(rows, settings, arm, t, steps, metric) for t in tasks]
+    def over_tasks(arm: str, metric: str = "psnr_rgb", at: int = steps) -> dict[int, dict[str, float]]:
+        per = [samples(rows, settings, arm, t, at, metric) for t in tasks]
         seeds = set.intersection(*(set(p) for p in per)) if all(per) else set()
         if arm in ("input", "base"):
             return {s: {n: statistics.fmean(p[0][n] for p in per) for n in names} for s in seeds}
@@ -118,22 +121,23 @@ def summarize(rows: dict[str, dict], settings: dict) -> dict:
         if s:
             out["mean_over_tasks"][arm] = bootstrap(table_of(s, names), groups).as_dict()
 
-    def compare(a: str, b: str, task: str) -> None:
-        """``A - B`` on ``task`` (or the mean over tasks), PSNR RGB and, under ``y``, PSNR Y."""
+    def compare(a: str, b: str, task: str, at: int = steps) -> None:
+        """``A - B`` on ``task`` (or the mean over tasks) at ``at`` steps, PSNR RGB and, under ``y``, PSNR Y."""
         result = {}
         for metric in ("psnr_rgb", "psnr_y"):
             if task == "mean":
-                sa, sb = over_tasks(a, metric), over_tasks(b, metric)
+                sa, sb = over_tasks(a, metric, at), over_tasks(b, metric, at)
             else:
                 sa, sb = (
-                    samples(rows, settings, a, task, steps, metric),
-                    samples(rows, settings, b, task, steps, metric),
+                    samples(rows, settings, a, task, at, metric),
+                    samples(rows, settings, b, task, at, metric),
                 )
             iv = paired(sa, sb, names, groups) if sa and sb else None
             if iv is None:
                 return
             result[metric] = iv.as_dict()
-        out["comparisons"][f"{a} - {b} | {task}"] = {**result["psnr_rgb"], "y": result["psnr_y"]}
+        target = out["comparisons"] if at == steps else out["comparisons_by_steps"].setdefault(str(at), {})
+        target[f"{a} - {b} | {task}"] = {**result["psnr_rgb"], "y": result["psnr_y"]}
 
     for a in CHALLENGERS:
         for b in OTHERS:
@@ -147,6 +151,22 @@ def summarize(rows: dict[str, dict], settings: dict) -> dict:
                 for a in extra:
                     for b in ("full", "adaptir-sum", "sum-w3-lastconv"):
                         compare(a, b, task)
+    for extra, extra_tasks in settings["extra"]:  # extra arms run on every task: over the tasks too
+        if set(tasks) <= set(extra_tasks):
+            for a in extra:
+                for b in ("full", "adaptir-sum", "sum-w3-lastconv"):
+                    compare(a, b, "mean")
+    for entry in settings["curve"]:  # budgets run with several seeds: the challengers' paired differences there
+        if len(entry) > 3 and entry[3] > 1 and entry[0] != steps:
+            for a in CHALLENGERS:
+                for b in entry[1]:
+                    if (
+                        a != b
+                        and a in entry[1]
+                        and not (b in CHALLENGERS and CHALLENGERS.index(b) > CHALLENGERS.index(a))
+                    ):
+                        for task in [*entry[2], *(["mean"] if set(tasks) <= set(entry[2]) else [])]:
+                            compare(a, b, task, entry[0])
     curve_steps = sorted({steps, *(c[0] for c in settings["curve"])})
     for task in tasks:
         for arm in settings["arms"]:
@@ -221,6 +241,21 @@ def markdown(summary: dict, settings: dict) -> str:
             f"| {iv['p']:.3f} | {iv['verdict']} | {y['mean']:+.2f} [{y['low']:+.2f}, {y['high']:+.2f}] "
             f"| {y['verdict']} |"
         )
+    for at, comparisons in summary.get("comparisons_by_steps", {}).items():
+        lines += [
+            "",
+            f"Paired differences at {at} steps (seeds as listed; learning rate chosen at the main budget):",
+            "",
+            "| A - B | task | seeds | PSNR RGB diff. [95% CI] | p | verdict |",
+            "|---|---|---:|---|---:|---|",
+        ]
+        for key, iv in comparisons.items():
+            pair, task = key.split(" | ")
+            a, b = pair.split(" - ")
+            lines.append(
+                f"| {ARM_LABELS.get(a, a)} - {ARM_LABELS.get(b, b)} | {task} | {iv['seeds']} | {iv['mean']:+.2f} "
+                f"[{iv['low']:+.2f}, {iv['high']:+.2f}] | {iv['p']:.3f} | {iv['verdict']} |"
+            )
     if summary["budget"]:
         lines += [
             "",
