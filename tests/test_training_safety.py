@@ -360,3 +360,20 @@ def test_python_m_cli_runs_quietly_by_default(base_dir, tmp_path):
     lines = done.stdout.strip().splitlines()
     assert lines[-1].startswith(f"Adapter saved to {tmp_path / 'run' / 'adapter'} after 1 steps")
     assert len(lines) == 3  # the two validation lines and where the adapter went
+
+
+def test_a_checkpoint_that_cannot_be_written_does_not_stop_training(base_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+
+    def block_the_first_checkpoint(degraded, clean, step):
+        if step == 1:  # a file where checkpoints/step-2 should go: writing it fails with an OSError
+            (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (out / "checkpoints" / "step-2").write_text("in the way")
+
+    monkeypatch.setattr(training, "check_batch", block_the_first_checkpoint)
+    result = _train(base_dir, _config(out, steps=4, checkpoint_every=2))
+    assert "Could not write the checkpoint of step 2" in capsys.readouterr().err
+    assert len(result.losses) == 4 and (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert (out / "checkpoints" / "step-4" / "trainer_state.json").is_file()  # the next checkpoint was written
+    log = json.loads((out / "adapter" / "training_log.json").read_text())
+    assert log["failed_checkpoints"] == [2]

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,6 +187,7 @@ class _Run:
             accelerator.print(f"Moved the earlier run in {self.output_dir} to {start.moved_to}.")
         self.resume_from, self.start = start.checkpoint, start.state["step"]
         self.losses, self.validation = list(start.state["losses"]), list(start.state["validation"])
+        self.failed_checkpoints: list[int] = []
         with accelerator.main_process_first():
             train_set, self.val_set = build_datasets(config, window, self.start, accelerator.num_processes)
         loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, num_workers=config.num_workers)
@@ -217,9 +220,7 @@ class _Run:
                 if step == config.steps or (config.val_every and step % config.val_every == 0):
                     preview = self.validate(step)
                 if config.checkpoint_every and (step % config.checkpoint_every == 0 or step == config.steps):
-                    ckpt.save_checkpoint(self.accelerator, self.output_dir, step, self.trainer_state(step))
-                    if self.main:
-                        ckpt.prune_checkpoints(self.output_dir, config.keep_checkpoints)
+                    self.save_checkpoint(step)
         except KeyboardInterrupt:
             raise self.interrupted(step) from None
         finally:
@@ -229,6 +230,28 @@ class _Run:
         adapter_dir = self.write_adapter(preview) if self.main else None
         self.accelerator.wait_for_everyone()
         return TrainingResult(self.unwrapped, adapter_dir, config.steps, self.losses, self.validation)
+
+    def save_checkpoint(self, step: int) -> None:
+        """``checkpoints/step-<step>``, then prune. In a single-process run a checkpoint that cannot be written (disk
+        full, permissions) is reported and training goes on: the trained state is still in memory and the final
+        adapter save has its own rescue. Several processes stop instead (their barriers would no longer match)."""
+        try:
+            ckpt.save_checkpoint(self.accelerator, self.output_dir, step, self.trainer_state(step))
+        except OSError as error:
+            if self.accelerator.num_processes > 1:
+                raise
+            shutil.rmtree(ckpt.checkpoint_root(self.output_dir) / f"step-{step}", ignore_errors=True)
+            self.failed_checkpoints.append(step)
+            last = ckpt.latest_checkpoint(self.output_dir)
+            self.bar.write(
+                f"Could not write the checkpoint of step {step} ({error}); training goes on and the adapter is saved "
+                f"at the end. A resume would start from {last or 'the beginning (no checkpoint yet)'}. Free space or "
+                "fix the folder's permissions to have the next checkpoints written.",
+                file=sys.stderr,
+            )
+            return
+        if self.main:
+            ckpt.prune_checkpoints(self.output_dir, self.config.keep_checkpoints)
 
     def train_step(self, step: int, batches) -> None:
         """One optimizer step of ``grad_accum`` micro-batches; records its loss."""
@@ -274,6 +297,8 @@ class _Run:
     def write_adapter(self, preview) -> Path:
         """``<output>/adapter``; a rescue folder (named in the raised error) if that cannot be written."""
         log = {**self.trainer_state(self.config.steps), "final": self.validation[-1] if self.validation else None}
+        if self.failed_checkpoints:
+            log["failed_checkpoints"] = self.failed_checkpoints  # steps whose checkpoint could not be written
 
         def write(folder: Path) -> Path:
             return _write_outputs(self.unwrapped, folder, self.config, log, preview)
