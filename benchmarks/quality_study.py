@@ -62,7 +62,8 @@ from peft_adaptir.training.datasets import reconstruction
 
 TASKS = ("low-light", "sr2-noise30", "derain-heavy", "denoise-50")
 MAIN_ARMS = ("full", "lora", "bottleneck", "adaptir-sum", "adaptir-gated")
-LASTCONV = {"width": 3, "modules_to_save": ["final_convolution"]}
+LASTCONV_ONLY = {"modules_to_save": ["final_convolution"]}
+LASTCONV = {"width": 3, **LASTCONV_ONLY}
 ARMS: dict[str, tuple[str, dict]] = {  # arm -> (method of quality_methods.wrap, AdaptIRConfig overrides)
     "input": ("input", {}),
     "base": ("base", {}),
@@ -73,6 +74,8 @@ ARMS: dict[str, tuple[str, dict]] = {  # arm -> (method of quality_methods.wrap,
     "lora-r1-lastconv": ("lora", {"r": 1, "modules_to_save": ["final_convolution"]}),
     "sum-w8": ("adaptir-sum", {"width": 8}),
     "sum-w2-attention": ("adaptir-sum", {"preset": "swin2sr-attention", "width": 2}),  # beside attention and FFN
+    "sum-w1-attention-lastconv": ("adaptir-sum", {"preset": "swin2sr-attention", "width": 1, **LASTCONV_ONLY}),
+    "sum-w2-attention-lastconv": ("adaptir-sum", {"preset": "swin2sr-attention", "width": 2, **LASTCONV_ONLY}),
     "sum-scale2": ("adaptir-sum", {"scale": 2.0}),
     "sum-warmup25": ("adaptir-sum", {}),
 }
@@ -89,7 +92,8 @@ PROFILES = {
     "cpu": dict(base="default", tasks=list(TASKS), arms=CPU_ARMS, tiers=CPU_TIERS, late_tiers=2, steps=64,
                 batch_size=4, patch_size=32, peft_lrs=PEFT_LRS, full_lrs=FULL_LRS, seeds=3,
                 extra=[(["sum-w3-firstconv", "bottleneck-w3-lastconv", "sum-scale2", "sum-warmup25"], ["low-light"]),
-                       (["bottleneck-w3-lastconv", "lora-r1-lastconv", "sum-w8", "sum-w2-attention"], list(TASKS))],
+                       (["bottleneck-w3-lastconv", "lora-r1-lastconv", "sum-w8", "sum-w2-attention",
+                         "sum-w1-attention-lastconv", "sum-w2-attention-lastconv"], list(TASKS))],
                 curve=[(256, ["full", "lora", "adaptir-sum", "sum-w3-lastconv"], ["low-light", "sr2-noise30"]),
                        (256, ["full", "lora", "adaptir-sum", "sum-w3-lastconv"], ["derain-heavy", "denoise-50"]),
                        (1024, ["full", "sum-w3-lastconv"], ["low-light"]),

@@ -34,6 +34,8 @@ ARM_LABELS = {
     "lora-r1-lastconv": "LoRA r1 + last conv",
     "sum-w8": "AdaptIR sum w8",
     "sum-w2-attention": "AdaptIR sum w2, attention + FFN",
+    "sum-w1-attention-lastconv": "AdaptIR sum w1, attention + FFN + last conv",
+    "sum-w2-attention-lastconv": "AdaptIR sum w2, attention + FFN + last conv",
     "sum-scale2": "AdaptIR sum scale 2",
     "sum-warmup25": "AdaptIR sum, 25% warm-up",
 }
