@@ -4,8 +4,9 @@ The embedded default base (Swin2SR, embed 60, depths 4 x 2, window 8) with one A
 weights perturbed so the branch is not zero) is exported at each tile size twice, with the FFT frequency branch (DFT
 nodes) and DFT-free (matrix products), both checked against PyTorch by the exporter. Then both sessions (one thread
 each) and the PyTorch model run on the same photo tile, interleaved: each repeat runs every variant once, and the
-ratio is the median of per-repeat ratios against the FFT graph. Wall-clock and process CPU time are both recorded;
-on a shared machine read the CPU-time ratios.
+ratio is the median of per-repeat ratios against the FFT graph. The FFT graph also runs 8 tiles in one call (its
+batch is dynamic) against 8 calls of one tile. Wall-clock and process CPU time are both recorded; on a shared machine
+read the CPU-time ratios.
 
     python benchmarks/export_speed.py --out benchmarks/results            # tiles 64 and 128, 7 repeats
     python benchmarks/export_speed.py --tiles 64 --repeats 3 --out /tmp/x  # quick
@@ -30,6 +31,8 @@ from peft_adaptir import AdaptIRConfig, load_default_base
 from peft_adaptir.export.check import photo_tile
 from peft_adaptir.export.dependencies import require
 from peft_adaptir.export.exporter import export_model
+
+BATCH = 8
 
 
 def _adapted() -> torch.nn.Module:
@@ -79,6 +82,11 @@ def measure(tile: int, repeats: int, warmup: int, root: Path) -> dict[str, Any]:
             model(image)
 
     runs["pytorch_eager"] = eager
+    # the graph's dynamic batch: 8 tiles in one call against 8 calls of one tile (FFT graph)
+    fft = sessions["onnx_fft"]
+    feed8 = np.repeat(feed, BATCH, axis=0)
+    runs[f"onnx_fft_batch{BATCH}_one_call"] = lambda: fft.run(None, {fft.get_inputs()[0].name: feed8})
+    runs[f"onnx_fft_batch{BATCH}_{BATCH}_calls"] = lambda: [runs["onnx_fft"]() for _ in range(BATCH)]
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
     for repeat in range(warmup + repeats):
         for name, fn in runs.items():
@@ -92,6 +100,13 @@ def measure(tile: int, repeats: int, warmup: int, root: Path) -> dict[str, Any]:
         base = times["onnx_fft"]
         entry["ratio_vs_onnx_fft"] = round(statistics.median(w / b[0] for (w, _), b in zip(samples, base)), 3)
         entry["cpu_ratio_vs_onnx_fft"] = round(statistics.median(c / b[1] for (_, c), b in zip(samples, base)), 3)
+    one_call, calls = times[f"onnx_fft_batch{BATCH}_one_call"], times[f"onnx_fft_batch{BATCH}_{BATCH}_calls"]
+    results["batching"] = {
+        "tiles": BATCH,
+        "ms_per_tile_one_call": round(1000 * statistics.median(w for w, _ in one_call) / BATCH, 2),
+        "ms_per_tile_separate_calls": round(1000 * statistics.median(w for w, _ in calls) / BATCH, 2),
+        "cpu_ratio_one_call_vs_calls": round(statistics.median(a[1] / b[1] for a, b in zip(one_call, calls)), 3),
+    }
     return results
 
 

@@ -209,7 +209,7 @@ def test_missing_dependency_names_the_extra(monkeypatch):
 def test_graph_input_is_float_photo_range(exports):
     session = require("onnxruntime").InferenceSession(str(exports["fft"]), providers=["CPUExecutionProvider"])
     (graph_input,) = session.get_inputs()
-    assert graph_input.shape == [1, 3, TILE, TILE] and graph_input.type == "tensor(float)"
+    assert graph_input.shape == ["batch", 3, TILE, TILE] and graph_input.type == "tensor(float)"
     assert np.isfinite(session.run(None, {graph_input.name: np.zeros((1, 3, TILE, TILE), np.float32)})[0]).all()
 
 
@@ -223,3 +223,18 @@ def test_fp16_onnx_export_keeps_the_model_in_fp32(adapted, tmp_path):
     assert _rel(restorer(probe), before) <= 2e-2
     assert all(p.dtype == torch.float32 for p in adapted.parameters())
     assert torch.equal(_eager(adapted, probe), before)
+
+
+def test_graphs_take_a_dynamic_batch(exports, adapted, photo):
+    """One onnxruntime call restores several tiles, each as it would alone; the restorer sends the whole batch."""
+    tiles = torch.cat([photo[:, :, r : r + TILE, c : c + TILE] for r, c in ((0, 0), (20, 40), (50, 90))])
+    for name in ("fft", "matmul"):
+        together = run_onnxruntime(exports[name], tiles)
+        alone = torch.cat([run_onnxruntime(exports[name], tile[None]) for tile in tiles])
+        assert _rel(together, alone) <= 1e-5 and _rel(together, _eager(adapted, tiles)) <= 1e-3
+    restorer = OnnxRestorer(exports["fft"])
+    calls = []
+    run = restorer.session.run
+    restorer.session = type("Counting", (), {"run": lambda self, *a: calls.append(a[1]) or run(*a)})()
+    assert _rel(restorer(tiles), _eager(adapted, tiles)) <= 1e-3
+    assert len(calls) == 1 and next(iter(calls[0].values())).shape[0] == 3

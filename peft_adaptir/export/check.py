@@ -1,8 +1,9 @@
 """The exporter's own equivalence check: the exported file against PyTorch on a real photo tile.
 
 The photo is scikit-image's astronaut (a 512 x 512 RGB photograph that ships with the package): its centre crop
-at the tile size, (1, 3, T, T) float32 in [0, 1]. The error reported is ``max |exported - pytorch| / max |pytorch|``
-over the whole output (a relative error against the output's range).
+at the tile size, (1, 3, T, T) float32 in [0, 1], run alone and as a batch of two (with its mirror image), so the
+graph's dynamic batch is checked too. The error reported is ``max |exported - pytorch| / max |pytorch|`` over every
+output (a relative error against the output's range).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def relative_error(output: torch.Tensor, reference: torch.Tensor) -> dict[str, f
 
 
 def run_onnxruntime(path: str | os.PathLike, image: torch.Tensor) -> torch.Tensor:
-    """Run the ONNX model at ``path`` on (1, 3, T, T) ``image`` with onnxruntime's CPU provider; float32 output."""
+    """Run the ONNX model at ``path`` on (B, 3, T, T) ``image`` with onnxruntime's CPU provider; float32 output."""
     ort = require("onnxruntime")
     session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
     graph_input = session.get_inputs()[0]
@@ -68,34 +69,40 @@ def check_export(
     half: bool,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Compare the exported file with ``reference`` ((1, 3, T, T) -> (1, 3, sT, sT), float32) on the photo tile.
+    """Compare the exported file with ``reference`` ((B, 3, T, T) -> (B, 3, sT, sT), float32) on the photo tile.
 
     Writes the result as JSON to ``<path>.check.json`` and returns it. ``passed`` is whether the max relative error
     is within the tolerance (1e-3 in float32, 2e-2 in float16).
     """
-    image = photo_tile(tile)
+    single = photo_tile(tile)
+    image = torch.cat([single, single.flip(-1)])  # (2, 3, T, T)
     device = next((p.device for p in reference.parameters()), torch.device("cpu"))
     with torch.inference_mode():
         expected = reference(image.to(device)).float().cpu()
     start = time.perf_counter()
     if fmt == "onnx":
         runtime = "onnxruntime " + require("onnxruntime").__version__ + " (CPUExecutionProvider)"
-        got = run_onnxruntime(path, image)
+        batched, alone = run_onnxruntime(path, image), run_onnxruntime(path, single)
     else:
         runtime = f"torch {torch.__version__} (torch.export.load)"
-        program = torch.export.load(os.fspath(path))
+        program = torch.export.load(os.fspath(path)).module()
         with torch.inference_mode():
-            got = program.module()((image.half() if half else image).to(device)).float().cpu()
+            batched, alone = (program((x.half() if half else x).to(device)).float().cpu() for x in (image, single))
     seconds = time.perf_counter() - start
-    if got.shape != expected.shape:
-        raise RuntimeError(f"The exported model returned {tuple(got.shape)}; PyTorch {tuple(expected.shape)}.")
-    errors = relative_error(got, expected)
+    if batched.shape != expected.shape or alone.shape != expected[:1].shape:
+        raise RuntimeError(
+            f"The exported model returned {tuple(batched.shape)} and {tuple(alone.shape)}; PyTorch "
+            f"{tuple(expected.shape)} for a batch of two and one."
+        )
+    got = torch.cat([batched, alone])
+    errors = relative_error(got, torch.cat([expected, expected[:1]]))
     tolerance = FP16_TOLERANCE if half else FP32_TOLERANCE
     result = {
         "file": Path(path).name,
         "format": fmt,
         "runtime": runtime,
-        "input": f"skimage.data.astronaut() centre crop, (1, 3, {tile}, {tile}) float in [0, 1]",
+        "input": f"skimage.data.astronaut() centre crop, (1, 3, {tile}, {tile}) float in [0, 1], alone and in a batch "
+        "of 2 with its mirror image",
         "reference": f"PyTorch {torch.__version__} eager, float32, FFT frequency branch",
         **errors,
         "tolerance": tolerance,

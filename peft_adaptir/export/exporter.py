@@ -1,10 +1,11 @@
 """Export a restorer with at most one AdaptIR adapter as a standalone graph at a fixed tile size.
 
 ``export_model(model, "out.onnx", tile=128)`` writes an ONNX file (dynamo exporter, opset 20) or, with
-``fmt="torch-export"``, a ``torch.export`` program (``.pt2``). The graph maps (1, 3, T, T) float in [0, 1] to the
-restored (1, 3, sT, sT). It is fixed to one tile size because the frequency branch's FFT length is the feature map's
-size (and onnxruntime's DFT fails on dynamic height/width), and the DFT-free bases are (H, H) and (W, W//2+1)
-matrices for that size. Every export is checked against PyTorch on a real photo tile (see :mod:`.check`).
+``fmt="torch-export"``, a ``torch.export`` program (``.pt2``). The graph maps (B, 3, T, T) float in [0, 1] to the
+restored (B, 3, sT, sT); the batch B is dynamic (one call restores several tiles). It is fixed to one tile size
+because the frequency branch's FFT length is the feature map's size (and onnxruntime's DFT fails on dynamic
+height/width), and the DFT-free bases are (H, H) and (W, W//2+1) matrices for that size. Every export is checked
+against PyTorch on a real photo tile (see :mod:`.check`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .graph import dft_node_count, write_metadata
 FORMATS: tuple[str, ...] = ("onnx", "torch-export")
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16}
 OPSET = 20
+MAX_BATCH = 4096  # the graph's batch dimension is dynamic up to this many tiles per call
 
 
 @dataclass
@@ -98,8 +100,9 @@ def export_model(
                 graph = ImageGraph(model).eval()
                 with torch.inference_mode():
                     scale = reconstruction(model(example)).shape[-1] // tile
+                traced = example.expand(2, -1, -1, -1).contiguous()  # batch 2: a batch of 1 would be fixed at 1
                 with _cast(model, torch.float16 if half else None):
-                    _write(graph, example.half() if half else example, path, fmt)
+                    _write(graph, traced.half() if half else traced, path, fmt)
             dft_nodes = None
             if fmt == "onnx":
                 dft_nodes = dft_node_count(path)
@@ -272,13 +275,15 @@ def _cast(model: nn.Module, dtype: torch.dtype | None) -> Iterator[None]:
 
 
 def _write(graph: nn.Module, example: torch.Tensor, path: Path, fmt: str) -> None:
+    """Export ``graph`` traced on ``example`` (B >= 2, 3, T, T) with a dynamic batch dimension."""
+    dynamic = {"image": {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}}
     if fmt == "onnx":
         program = torch.onnx.export(
             graph, (example,), dynamo=True, opset_version=OPSET, input_names=["image"], output_names=["restored"],
-            optimize=True, verbose=False,
+            dynamic_shapes=dynamic, optimize=True, verbose=False,
         )  # fmt: skip
         program.save(os.fspath(path))
     else:
         with torch.no_grad():
-            program = torch.export.export(graph, (example,))
+            program = torch.export.export(graph, (example,), dynamic_shapes=dynamic)
         torch.export.save(program, os.fspath(path))

@@ -26,7 +26,8 @@ from .graph import read_metadata
 class OnnxRestorer(nn.Module):
     """An exported ONNX graph as a module: (B, 3, h, w) float32 in [0, 1] with h, w <= T -> (B, 3, sh, sw).
 
-    T is the graph's fixed tile size; each sample runs alone (the graph's batch is 1) on onnxruntime.
+    T is the graph's fixed tile size. The whole batch goes to onnxruntime in one call when the graph's batch is
+    dynamic (as ``export_model`` writes them); files exported with a fixed batch of 1 run sample by sample.
     """
 
     def __init__(self, path: str | os.PathLike, providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
@@ -40,10 +41,11 @@ class OnnxRestorer(nn.Module):
         shape = graph_input.shape
         if len(shape) != 4 or not all(isinstance(side, int) for side in shape[2:]) or shape[2] != shape[3]:
             raise ValueError(
-                f"{self.path}: input shape {shape} is not a fixed square tile (1, 3, T, T); export it with "
+                f"{self.path}: input shape {shape} is not a fixed square tile (B, 3, T, T); export it with "
                 "peft-adaptir export --tile T."
             )
         self.tile_size = int(shape[2])
+        self.dynamic_batch = not isinstance(shape[0], int)  # a symbolic batch ('batch'); older files: 1
         meta = read_metadata(self.session)
         self.metadata = meta
         # restore() reads the size requirement from this attribute (see backbones.size_multiple)
@@ -70,10 +72,12 @@ class OnnxRestorer(nn.Module):
             padded = F.pad(padded, (0, tile - width, 0, 0), mode="reflect" if tile - width < width else "replicate")
         if height < tile:
             padded = F.pad(padded, (0, 0, 0, tile - height), mode="reflect" if tile - height < height else "replicate")
-        outputs = []
-        for sample in padded.numpy().astype(self.input_dtype):
-            outputs.append(self.session.run(None, {self.input_name: sample[None]})[0])
-        out = torch.from_numpy(np.concatenate(outputs).astype(np.float32))
+        batch = padded.numpy().astype(self.input_dtype)
+        if self.dynamic_batch:
+            out = self.session.run(None, {self.input_name: batch})[0]
+        else:
+            out = np.concatenate([self.session.run(None, {self.input_name: sample[None]})[0] for sample in batch])
+        out = torch.from_numpy(out.astype(np.float32))
         scale = out.shape[-1] // tile
         return out[:, :, : height * scale, : width * scale]
 
