@@ -87,7 +87,7 @@ PEFT_LRS, FULL_LRS = [2e-3, 6e-3], [2e-4, 6e-4]
 PROFILES = {
     "smoke": dict(base="tiny-random", tasks=["low-light"], arms=["full", "adaptir-sum", "sum-w3-lastconv"], steps=2,
                   batch_size=2, patch_size=16, peft_lrs=[2e-3, 6e-3], full_lrs=[2e-4, 6e-4], seeds=2,
-                  extra=[(["sum-w3-firstconv"], ["low-light"])], curve=[(4, ["full", "adaptir-sum"], ["low-light"])],
+                  extra=[(["sum-w3-firstconv"], ["low-light"])], curve=[(4, ["full", "adaptir-sum"], ["low-light"], 2)],
                   workers=0, threads=1, use_opencv=False, crop=32, val_crop=32),
     "cpu": dict(base="default", tasks=list(TASKS), arms=CPU_ARMS, tiers=CPU_TIERS, late_tiers=2, steps=64,
                 batch_size=4, patch_size=32, peft_lrs=PEFT_LRS, full_lrs=FULL_LRS, seeds=3,

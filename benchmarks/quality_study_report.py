@@ -158,6 +158,18 @@ def summarize(rows: dict[str, dict], settings: dict) -> dict:
             for a in extra:
                 for b in ("full", "adaptir-sum", "sum-w3-lastconv"):
                     compare(a, b, "mean")
+    out["means_by_steps"] = {}  # {steps: {task or "mean": {arm: interval}}} at other budgets run with several seeds
+    for entry in settings["curve"]:
+        if len(entry) > 3 and entry[3] > 1 and entry[0] != steps:
+            at, by_task = entry[0], out["means_by_steps"].setdefault(str(entry[0]), {})
+            for arm in entry[1]:
+                for task in entry[2]:
+                    s = samples(rows, settings, arm, task, at)
+                    if s:
+                        by_task.setdefault(task, {})[arm] = bootstrap(table_of(s, names), groups).as_dict()
+                s = over_tasks(arm, at=at) if set(tasks) <= set(entry[2]) else {}
+                if s:
+                    by_task.setdefault("mean", {})[arm] = bootstrap(table_of(s, names), groups).as_dict()
     for entry in settings["curve"]:  # budgets run with several seeds: the challengers' paired differences there
         if len(entry) > 3 and entry[3] > 1 and entry[0] != steps:
             for a in CHALLENGERS:
@@ -243,6 +255,20 @@ def markdown(summary: dict, settings: dict) -> str:
             f"| {iv['p']:.3f} | {iv['verdict']} | {y['mean']:+.2f} [{y['low']:+.2f}, {y['high']:+.2f}] "
             f"| {y['verdict']} |"
         )
+    for at, by_task in summary.get("means_by_steps", {}).items():
+        lines += [
+            "",
+            f"Mean PSNR RGB at {at} steps (seeds as listed; learning rate chosen at the main budget), 95% interval:",
+            "",
+            "| task | method | seeds | PSNR RGB [95% CI] |",
+            "|---|---|---:|---|",
+        ]
+        for task in [*(t for t in by_task if t != "mean"), *(["mean"] if "mean" in by_task else [])]:
+            for arm, iv in by_task[task].items():
+                lines.append(
+                    f"| {task} | {ARM_LABELS.get(arm, arm)} | {iv['seeds']} | {iv['mean']:.2f} [{iv['low']:.2f}, "
+                    f"{iv['high']:.2f}] |"
+                )
     for at, comparisons in summary.get("comparisons_by_steps", {}).items():
         lines += [
             "",

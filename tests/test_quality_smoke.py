@@ -98,6 +98,11 @@ def test_study_smoke_resumes_chooses_lr_on_validation_and_reports(tmp_path, monk
     iv = summary["per_task"]["low-light"]["full"]["psnr_rgb"]
     assert iv["seeds"] == 2 and iv["low"] <= iv["mean"] <= iv["high"]
     assert "adaptir-sum - full | mean" in summary["comparisons"]
+    # the curve's budget run with two seeds gets its own means and paired differences
+    at_curve = summary["means_by_steps"]["4"]
+    assert at_curve["low-light"]["full"]["seeds"] == 2 and set(at_curve["mean"]) == {"full", "adaptir-sum"}
+    assert summary["comparisons_by_steps"]["4"]["adaptir-sum - full | low-light"]["seeds"] == 2
+    assert "Mean PSNR RGB at 4 steps" in (tmp_path / "summary.md").read_text()
     for name in ("summary.md", "summary.json", "psnr_ci.png", "budget.png"):
         assert (tmp_path / name).stat().st_size > 0, name
 
