@@ -316,6 +316,9 @@ def plots(summary: dict, folder: Path) -> None:
     tasks = [t for t, by_arm in summary["per_task"].items() if set(by_arm) - {"input", "base"}]
     if not tasks:
         return
+    every_arm = list(dict.fromkeys(a for t in tasks for a in summary["per_task"][t] if a not in ("input", "base")))
+    palette = plt.get_cmap("tab20")
+    colour = {arm: palette(i % 20) for i, arm in enumerate(every_arm)}  # one colour per method in every panel
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.8 * len(tasks) + 1, 4.0), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         arms = [a for a in summary["per_task"][task] if a not in ("input", "base")]
@@ -327,7 +330,7 @@ def plots(summary: dict, folder: Path) -> None:
             means,
             yerr=err,
             capsize=3,
-            color=[plt.get_cmap("tab10")(i % 10) for i in range(len(arms))],
+            color=[colour[a] for a in arms],
         )
         low, high = min(iv["low"] for iv in ivs), max(iv["high"] for iv in ivs)
         ax.set_ylim(low - 0.3 * (high - low), high + 0.1 * (high - low))
