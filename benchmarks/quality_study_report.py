@@ -4,7 +4,8 @@
     python -m benchmarks.quality_study_report --input DIR           # any study folder
 
 Writes ``summary.json`` (every number below), ``summary.md`` (the tables), ``psnr_ci.png`` (mean evaluation PSNR per
-task and arm with 95% intervals) and ``budget.png`` (PSNR against training steps) into the study folder. Only the
+task and arm with 95% intervals), ``budget.png`` (PSNR against training steps, seed 0) and ``budget_seeds.png`` (the
+same over every seed, with intervals, where a budget ran with all seeds) into the study folder. Only the
 runs whose settings match the newest ``settings-*.json`` are read. Each (task, arm) uses the learning rate with the
 best mean *validation* PSNR at the main step count; its samples are seed 0 of that search plus the later seeds.
 """
@@ -192,6 +193,18 @@ def summarize(rows: dict[str, dict], settings: dict) -> dict:
                     points[str(n)] = bootstrap(table_of(s0, names), groups).as_dict()
             if len(points) > 1:
                 out["budget"].setdefault(task, {})[arm] = points
+    # the same curve over every seed, where a point has as many seeds as the main budget (with its interval)
+    curve_arms = list(dict.fromkeys([*settings["arms"], *(a for entry in settings["curve"] for a in entry[1])]))
+    out["budget_seeds"] = {}
+    for task in tasks:
+        for arm in curve_arms:
+            points = {}
+            for n in curve_steps:
+                s = samples(rows, settings, arm, task, n)
+                if len(s) >= settings["seeds"]:
+                    points[str(n)] = bootstrap(table_of(s, names), groups).as_dict()
+            if len(points) > 1:
+                out["budget_seeds"].setdefault(task, {})[arm] = points
     by_steps: dict[int, list[float]] = {}
     for row in rows.values():
         by_steps.setdefault(row["steps"], []).append(row["wall_s"])
@@ -296,6 +309,23 @@ def markdown(summary: dict, settings: dict) -> str:
             for arm, points in by_arm.items():
                 cells = [f"{points[str(n)]['mean']:.2f}" if str(n) in points else "-" for n in _curve_steps(summary)]
                 lines.append(f"| {task} | {ARM_LABELS.get(arm, arm)} | " + " | ".join(cells) + " |")
+    if summary.get("budget_seeds"):
+        lines += [
+            "",
+            f"Budget curve over all {settings['seeds']} seeds (points run with every seed only), PSNR RGB [95% CI]:",
+            "",
+            "| task | method | " + " | ".join(f"{n} steps" for n in _curve_steps(summary)) + " |",
+            "|---|---|" + "---|" * len(_curve_steps(summary)),
+        ]
+        for task, by_arm in summary["budget_seeds"].items():
+            for arm, points in by_arm.items():
+                cells = [
+                    f"{points[str(n)]['mean']:.2f} [{points[str(n)]['low']:.2f}, {points[str(n)]['high']:.2f}]"
+                    if str(n) in points
+                    else "-"
+                    for n in _curve_steps(summary)
+                ]
+                lines.append(f"| {task} | {ARM_LABELS.get(arm, arm)} | " + " | ".join(cells) + " |")
     lines += ["", "| steps | runs | mean wall time per run | total |", "|---:|---:|---:|---:|"]
     for n, t in summary["timing"].items():
         lines.append(f"| {n} | {t['runs']} | {t['mean_wall_s']:.0f} s | {t['total_s'] / 60:.0f} min |")
@@ -363,6 +393,39 @@ def plots(summary: dict, folder: Path) -> None:
     fig.tight_layout()
     fig.savefig(folder / "budget.png", dpi=100)
     plt.close(fig)
+    if summary.get("budget_seeds"):
+        _budget_seeds_plot(summary["budget_seeds"], folder / "budget_seeds.png", plt)
+
+
+def _budget_seeds_plot(budget: dict, path: Path, plt) -> None:
+    """PSNR against steps, mean over seeds with its 95% interval as error bars: one panel per task."""
+    every_arm = list(dict.fromkeys(a for by_arm in budget.values() for a in by_arm))
+    colour = {arm: plt.get_cmap("tab10")(i % 10) for i, arm in enumerate(every_arm)}
+    fig, axes = plt.subplots(1, len(budget), figsize=(3.8 * len(budget), 3.8), squeeze=False)
+    for ax, (task, by_arm) in zip(axes[0], budget.items()):
+        for k, (arm, points) in enumerate(by_arm.items()):
+            steps = sorted(int(n) for n in points)
+            ivs = [points[str(n)] for n in steps]
+            dodge = 2 ** (0.04 * (k - (len(by_arm) - 1) / 2))  # side by side, so the intervals stay readable
+            ax.errorbar(
+                [n * dodge for n in steps],
+                [iv["mean"] for iv in ivs],
+                yerr=[[iv["mean"] - iv["low"] for iv in ivs], [iv["high"] - iv["mean"] for iv in ivs]],
+                fmt="o-",
+                capsize=2,
+                elinewidth=0.8,
+                label=ARM_LABELS.get(arm, arm),
+                color=colour[arm],
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training steps")
+        ax.set_title(task, fontsize=10)
+    axes[0][0].set_ylabel("PSNR RGB (dB), mean over seeds")
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
+    fig.legend(handles.values(), handles.keys(), fontsize=7, loc="lower center", ncol=4)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def load_study(folder: Path) -> tuple[dict[str, dict], dict]:
@@ -397,7 +460,7 @@ def main(argv: list[str] | None = None) -> dict:
     plots(summary, args.input)
     if args.figures is not None:
         args.figures.mkdir(parents=True, exist_ok=True)
-        for name in ("psnr_ci.png", "budget.png"):
+        for name in ("psnr_ci.png", "budget.png", "budget_seeds.png"):
             if (args.input / name).is_file():
                 shutil.copyfile(args.input / name, args.figures / name)
     print(text)

@@ -103,7 +103,9 @@ def test_study_smoke_resumes_chooses_lr_on_validation_and_reports(tmp_path, monk
     assert at_curve["low-light"]["full"]["seeds"] == 2 and set(at_curve["mean"]) == {"full", "adaptir-sum"}
     assert summary["comparisons_by_steps"]["4"]["adaptir-sum - full | low-light"]["seeds"] == 2
     assert "Mean PSNR RGB at 4 steps" in (tmp_path / "summary.md").read_text()
-    for name in ("summary.md", "summary.json", "psnr_ci.png", "budget.png"):
+    assert set(summary["budget_seeds"]["low-light"]["full"]) == {"2", "4"}  # both budgets, both seeds
+    assert summary["budget_seeds"]["low-light"]["full"]["4"] == at_curve["low-light"]["full"]
+    for name in ("summary.md", "summary.json", "psnr_ci.png", "budget.png", "budget_seeds.png"):
         assert (tmp_path / name).stat().st_size > 0, name
 
 
