@@ -260,22 +260,16 @@ def markdown(summary: dict, settings: dict) -> str:
         "|---|---|---:|---|---:|---|---|---|",
     ]
     for key, iv in summary["comparisons"].items():
-        pair, task = key.split(" | ")
-        a, b = pair.split(" - ")
-        label, y = f"{ARM_LABELS.get(a, a)} - {ARM_LABELS.get(b, b)}", iv["y"]
+        y = iv["y"]
         lines.append(
-            f"| {label} | {task} | {iv['seeds']} | {iv['mean']:+.2f} [{iv['low']:+.2f}, {iv['high']:+.2f}] "
-            f"| {iv['p']:.3f} | {iv['verdict']} | {y['mean']:+.2f} [{y['low']:+.2f}, {y['high']:+.2f}] "
-            f"| {y['verdict']} |"
+            _difference_row(key, iv) + f" {y['mean']:+.2f} [{y['low']:+.2f}, {y['high']:+.2f}] | {y['verdict']} |"
         )
     for at, by_task in summary.get("means_by_steps", {}).items():
-        lines += [
-            "",
+        lines += _section(
             f"Mean PSNR RGB at {at} steps (seeds as listed; learning rate chosen at the main budget), 95% interval:",
-            "",
             "| task | method | seeds | PSNR RGB [95% CI] |",
             "|---|---|---:|---|",
-        ]
+        )
         for task in [*(t for t in by_task if t != "mean"), *(["mean"] if "mean" in by_task else [])]:
             for arm, iv in by_task[task].items():
                 lines.append(
@@ -283,20 +277,12 @@ def markdown(summary: dict, settings: dict) -> str:
                     f"{iv['high']:.2f}] |"
                 )
     for at, comparisons in summary.get("comparisons_by_steps", {}).items():
-        lines += [
-            "",
+        lines += _section(
             f"Paired differences at {at} steps (seeds as listed; learning rate chosen at the main budget):",
-            "",
             "| A - B | task | seeds | PSNR RGB diff. [95% CI] | p | verdict |",
             "|---|---|---:|---|---:|---|",
-        ]
-        for key, iv in comparisons.items():
-            pair, task = key.split(" | ")
-            a, b = pair.split(" - ")
-            lines.append(
-                f"| {ARM_LABELS.get(a, a)} - {ARM_LABELS.get(b, b)} | {task} | {iv['seeds']} | {iv['mean']:+.2f} "
-                f"[{iv['low']:+.2f}, {iv['high']:+.2f}] | {iv['p']:.3f} | {iv['verdict']} |"
-            )
+        )
+        lines += [_difference_row(key, iv) for key, iv in comparisons.items()]
     if summary["budget"]:
         lines += [
             "",
@@ -330,6 +316,21 @@ def markdown(summary: dict, settings: dict) -> str:
     for n, t in summary["timing"].items():
         lines.append(f"| {n} | {t['runs']} | {t['mean_wall_s']:.0f} s | {t['total_s'] / 60:.0f} min |")
     return "\n".join(lines) + "\n"
+
+
+def _difference_row(key: str, iv: dict) -> str:
+    """A paired difference ``"A - B | task"`` as a table row: labels, seeds, PSNR RGB interval, p, verdict."""
+    pair, task = key.split(" | ")
+    a, b = pair.split(" - ")
+    return (
+        f"| {ARM_LABELS.get(a, a)} - {ARM_LABELS.get(b, b)} | {task} | {iv['seeds']} | {iv['mean']:+.2f} "
+        f"[{iv['low']:+.2f}, {iv['high']:+.2f}] | {iv['p']:.3f} | {iv['verdict']} |"
+    )
+
+
+def _section(title: str, header: str, rule: str) -> list[str]:
+    """The lines that open a markdown table under a one-line title."""
+    return ["", title, "", header, rule]
 
 
 def _curve_steps(summary: dict) -> list[int]:
