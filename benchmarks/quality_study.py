@@ -167,9 +167,9 @@ def plan(settings: dict) -> list[Spec]:
         return runs
 
     specs += tier_runs(0, late)
-    curve = [  # an entry (steps, arms, tasks[, seeds]): seed 0 unless it names a seed count
+    curve = [
         Spec(a, t, entry[0], s, CHOSEN) for entry in settings["curve"]
-        for s in range(entry[3] if len(entry) > 3 else 1) for t in entry[2] for a in entry[1]
+        for s in range(curve_seeds(entry)) for t in entry[2] for a in entry[1]
     ]  # fmt: skip
     curve_first = late < len(tiers)  # with late tiers: the budget curve of the main arms before them
     if curve_first:
@@ -184,6 +184,11 @@ def plan(settings: dict) -> list[Spec]:
     if not curve_first:
         specs += curve
     return list(dict.fromkeys(specs))
+
+
+def curve_seeds(entry: tuple) -> int:
+    """Seeds a budget-curve entry ``(steps, arms, tasks[, seeds])`` runs: seed 0 only unless it names a count."""
+    return entry[3] if len(entry) > 3 else 1
 
 
 def chosen_lr(arm: str, task: str, steps: int, rows: dict[str, dict], settings: dict) -> float | None:

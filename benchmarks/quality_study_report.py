@@ -13,6 +13,7 @@ best mean *validation* PSNR at the main step count; its samples are seed 0 of th
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import statistics
@@ -21,11 +22,11 @@ from pathlib import Path
 try:
     from .quality_methods import LABELS
     from .quality_stats import bootstrap, paired, table_of
-    from .quality_study import DEFAULT_OUTPUT, PROFILES, Spec, chosen_lr, load_rows
+    from .quality_study import DEFAULT_OUTPUT, PROFILES, Spec, chosen_lr, curve_seeds, load_rows
 except ImportError:  # pragma: no cover
     from quality_methods import LABELS
     from quality_stats import bootstrap, paired, table_of
-    from quality_study import DEFAULT_OUTPUT, PROFILES, Spec, chosen_lr, load_rows
+    from quality_study import DEFAULT_OUTPUT, PROFILES, Spec, chosen_lr, curve_seeds, load_rows
 
 ARM_LABELS = {
     **LABELS,
@@ -98,13 +99,19 @@ def summarize(rows: dict[str, dict], settings: dict) -> dict:
     arms = list(dict.fromkeys(arms))
     out: dict = {"per_task": {}, "mean_over_tasks": {}, "comparisons": {}, "budget": {}, "timing": {}}
     out["comparisons_by_steps"] = {}  # {steps: {"A - B | task": ...}} at the other budgets run with several seeds
+
+    @functools.cache
+    def interval(arm: str, task: str, at: int) -> dict | None:
+        """Mean PSNR RGB of ``arm`` on ``task`` at ``at`` steps over its seeds and images, with its 95% interval."""
+        s = samples(rows, settings, arm, task, at)
+        return bootstrap(table_of(s, names), groups).as_dict() if s else None
+
     for task in tasks:
         out["per_task"][task] = {}
         for arm in arms:
-            s = samples(rows, settings, arm, task, steps)
-            if not s:
+            if (iv := interval(arm, task, steps)) is None:
                 continue
-            entry = {"psnr_rgb": bootstrap(table_of(s, names), groups).as_dict(), **_meta(rows, settings, arm, task)}
+            entry = {"psnr_rgb": iv, **_meta(rows, settings, arm, task)}
             for metric in ("psnr_y", "ssim_rgb"):
                 entry[metric] = statistics.fmean(
                     v for per in samples(rows, settings, arm, task, steps, metric).values() for v in per.values()
@@ -159,29 +166,27 @@ def summarize(rows: dict[str, dict], settings: dict) -> dict:
             for a in extra:
                 for b in ("full", "adaptir-sum", "sum-w3-lastconv"):
                     compare(a, b, "mean")
-    out["means_by_steps"] = {}  # {steps: {task or "mean": {arm: interval}}} at other budgets run with several seeds
+    # the other budgets run with several seeds: means ({steps: {task or "mean": {arm: interval}}}) and the
+    # challengers' paired differences there
+    out["means_by_steps"] = {}
     for entry in settings["curve"]:
-        if len(entry) > 3 and entry[3] > 1 and entry[0] != steps:
-            at, by_task = entry[0], out["means_by_steps"].setdefault(str(entry[0]), {})
-            for arm in entry[1]:
-                for task in entry[2]:
-                    s = samples(rows, settings, arm, task, at)
-                    if s:
-                        by_task.setdefault(task, {})[arm] = bootstrap(table_of(s, names), groups).as_dict()
-                s = over_tasks(arm, at=at) if set(tasks) <= set(entry[2]) else {}
-                if s:
-                    by_task.setdefault("mean", {})[arm] = bootstrap(table_of(s, names), groups).as_dict()
-    for entry in settings["curve"]:  # budgets run with several seeds: the challengers' paired differences there
-        if len(entry) > 3 and entry[3] > 1 and entry[0] != steps:
-            for a in CHALLENGERS:
-                for b in entry[1]:
-                    if (
-                        a != b
-                        and a in entry[1]
-                        and not (b in CHALLENGERS and CHALLENGERS.index(b) > CHALLENGERS.index(a))
-                    ):
-                        for task in [*entry[2], *(["mean"] if set(tasks) <= set(entry[2]) else [])]:
-                            compare(a, b, task, entry[0])
+        if curve_seeds(entry) < 2 or entry[0] == steps:
+            continue
+        at, arm_list, task_list = entry[:3]
+        every_task = set(tasks) <= set(task_list)
+        by_task = out["means_by_steps"].setdefault(str(at), {})
+        for arm in arm_list:
+            for task in task_list:
+                if (iv := interval(arm, task, at)) is not None:
+                    by_task.setdefault(task, {})[arm] = iv
+            s = over_tasks(arm, at=at) if every_task else {}
+            if s:
+                by_task.setdefault("mean", {})[arm] = bootstrap(table_of(s, names), groups).as_dict()
+        for a in CHALLENGERS:
+            for b in arm_list:
+                if a != b and a in arm_list and not (b in CHALLENGERS and CHALLENGERS.index(b) > CHALLENGERS.index(a)):
+                    for task in [*task_list, *(["mean"] if every_task else [])]:
+                        compare(a, b, task, at)
     curve_steps = sorted({steps, *(c[0] for c in settings["curve"])})
     for task in tasks:
         for arm in settings["arms"]:
@@ -198,11 +203,8 @@ def summarize(rows: dict[str, dict], settings: dict) -> dict:
     out["budget_seeds"] = {}
     for task in tasks:
         for arm in curve_arms:
-            points = {}
-            for n in curve_steps:
-                s = samples(rows, settings, arm, task, n)
-                if len(s) >= settings["seeds"]:
-                    points[str(n)] = bootstrap(table_of(s, names), groups).as_dict()
+            points = {str(n): interval(arm, task, n) for n in curve_steps}
+            points = {n: iv for n, iv in points.items() if iv is not None and iv["seeds"] >= settings["seeds"]}
             if len(points) > 1:
                 out["budget_seeds"].setdefault(task, {})[arm] = points
     by_steps: dict[int, list[float]] = {}
@@ -283,26 +285,23 @@ def markdown(summary: dict, settings: dict) -> str:
             "|---|---|---:|---|---:|---|",
         )
         lines += [_difference_row(key, iv) for key, iv in comparisons.items()]
+    budget_header = "| task | method | " + " | ".join(f"{n} steps" for n in _curve_steps(summary)) + " |"
     if summary["budget"]:
-        lines += [
-            "",
+        lines += _section(
             "Budget curve (seed 0, learning rate chosen on validation at the main budget), PSNR RGB:",
-            "",
-            "| task | method | " + " | ".join(f"{n} steps" for n in _curve_steps(summary)) + " |",
+            budget_header,
             "|---|---|" + "---:|" * len(_curve_steps(summary)),
-        ]
+        )
         for task, by_arm in summary["budget"].items():
             for arm, points in by_arm.items():
                 cells = [f"{points[str(n)]['mean']:.2f}" if str(n) in points else "-" for n in _curve_steps(summary)]
                 lines.append(f"| {task} | {ARM_LABELS.get(arm, arm)} | " + " | ".join(cells) + " |")
     if summary.get("budget_seeds"):
-        lines += [
-            "",
+        lines += _section(
             f"Budget curve over all {settings['seeds']} seeds (points run with every seed only), PSNR RGB [95% CI]:",
-            "",
-            "| task | method | " + " | ".join(f"{n} steps" for n in _curve_steps(summary)) + " |",
+            budget_header,
             "|---|---|" + "---|" * len(_curve_steps(summary)),
-        ]
+        )
         for task, by_arm in summary["budget_seeds"].items():
             for arm, points in by_arm.items():
                 cells = [
