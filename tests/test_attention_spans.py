@@ -78,6 +78,21 @@ def test_routing_length_is_checked_per_sample_not_per_window():
         output_of(model, x[:2], adapter_names=["default", "other", "default", "other"])
 
 
+def test_routing_length_is_checked_when_every_target_is_a_window_target():
+    """No FFN span to catch it: 4 names for 2 images divide the 12 window rows, and are still refused."""
+    base, x = build("swin2sr-attention")
+    config = dict(target_modules=["self"], span_end="output", layout="BNC", grid_argument="input_dimensions",
+                  window_targets=["self"], width=2)  # fmt: skip
+    model = get_peft_model(base, AdaptIRConfig(**config))
+    model.add_adapter("other", AdaptIRConfig(**config))
+    model.eval()
+    with pytest.raises(ValueError, match="adapter_names has 4 entries but the batch holds 2 samples"):
+        output_of(model, x[:2], adapter_names=["default", "other", "default", "other"])
+    with pytest.raises(ValueError, match="adapter_weights has 4 entries but the batch holds 2 samples"):
+        output_of(model, x[:2], adapter_weights=[{"default": 1.0}] * 4)
+    assert output_of(model, x[:2], adapter_names=["default", "other"]).shape[0] == 2
+
+
 def test_window_size_errors_name_the_fix():
     base, x = build("swin2sr-attention")
     model = get_peft_model(base, AdaptIRConfig(preset="swin2sr-attention", window_size=2))

@@ -50,6 +50,21 @@ def _route_modules_to_save(module: ModulesToSaveWrapper, args: tuple, kwargs: di
     return args, {**kwargs, "adapter_names": routed}
 
 
+def _image_batch(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """The model's input image batch (B, C, H, W): ``pixel_values`` or the first positional argument, if 4-D."""
+    image = kwargs.get("pixel_values", args[0] if args else None)
+    return image if isinstance(image, torch.Tensor) and image.dim() == 4 else None
+
+
+def _check_one_per_sample(what: str, entries: int, images: torch.Tensor | None) -> None:
+    """Per-sample routing must name each image of the input once. Checked here, on the model's input, because a
+    layer may see more rows than images (a window target sees every attention window of every image)."""
+    if images is not None and entries != images.shape[0]:
+        raise ValueError(
+            f"{what} has {entries} entries but the batch holds {images.shape[0]} samples; give exactly one per sample."
+        )
+
+
 def adapter_names_of(model: nn.Module) -> list[str]:
     """The names of the adapters loaded in a peft model, in loading order; [] for a model without adapters."""
     config = getattr(model, "peft_config", None)
@@ -268,15 +283,20 @@ class AdaptIRModel(BaseTuner):
         running the same model with different routing do not see each other's.
         """
         adapter_weights = kwargs.pop("adapter_weights", None)
+        images = _image_batch(args, kwargs)
         if adapter_weights is not None:
             if kwargs.get("adapter_names") is not None:
                 raise ValueError("Pass adapter_names (one adapter per sample) or adapter_weights (a blend), not both.")
             weights = per_sample_weights(adapter_weights, set(self.peft_config))
             self._check_no_modules_to_save(weights, "adapter_weights")
+            _check_one_per_sample("adapter_weights", len(next(iter(weights.values()))), images)
             with adapter_blending(weights):
                 yield
             return
-        with self._route_adapter_names(kwargs.pop("adapter_names", None)):
+        adapter_names = kwargs.pop("adapter_names", None)
+        if adapter_names is not None and not isinstance(adapter_names, str):
+            _check_one_per_sample("adapter_names", len(adapter_names), images)
+        with self._route_adapter_names(adapter_names):
             yield
 
     @contextmanager
